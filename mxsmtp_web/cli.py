@@ -1,0 +1,379 @@
+"""The `mxsmtp` command. Scripts call it in loops, so start-up stays light: heavy modules
+(aiosmtpd, waitress, parsing) are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import click
+from flask import Flask
+
+from . import create_app
+
+
+def _app() -> Flask:
+    return create_app()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """mxsmtp: an inbound mail server inside a Flask application.
+
+    The instance folder (database, secret key, hooks/) is ./instance, or the folder named by
+    the MXSMTP_INSTANCE environment variable.
+    """
+
+
+# --- running -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Web address to bind.")
+@click.option("--port", default=8025, show_default=True, type=int, help="Web port to bind.")
+def serve(host: str, port: int) -> None:
+    """Run the web app (waitress) and the SMTP listener in one process."""
+    from waitress.server import create_server
+
+    from .smtp.listener import start_listener
+
+    _configure_logging()
+    app = _app()
+    listener = start_listener(app)
+    click.echo(f"SMTP: {listener.state.describe()}")
+    server = create_server(app, host=host, port=port, threads=8)
+    click.echo(f"Web: http://{host}:{server.effective_port}/  (Ctrl-C to stop)")
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        click.echo("stopping: finishing messages in DATA…")
+    finally:
+        server.close()
+        listener.stop()
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command()
+def smtp() -> None:
+    """Run the SMTP listener alone, in the foreground."""
+    from .smtp.listener import start_listener
+
+    _configure_logging()
+    listener = start_listener(_app())
+    click.echo(f"SMTP: {listener.state.describe()}  (Ctrl-C to stop)")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not listener.state.running:
+            _fail("the SMTP listener stopped; see the log above")
+    click.echo("stopping: finishing messages in DATA…")
+    listener.stop()
+
+
+# --- settings ----------------------------------------------------------------------------
+
+
+@main.group()
+def settings() -> None:
+    """Show or change the runtime settings of the mail path."""
+
+
+@settings.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def settings_show(as_json: bool) -> None:
+    """Print every setting with its current value."""
+    from . import settings as settings_module
+
+    with _app().app_context():
+        values = settings_module.as_dict(settings_module.load())
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+        return
+    width = max(map(len, values))
+    for key, value in values.items():
+        click.echo(f"{key.ljust(width)}  {settings_module.to_text(value)}")
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+def settings_set(key: str, value: str) -> None:
+    """Set KEY to VALUE; a bad value changes nothing and says what is accepted."""
+    from . import settings as settings_module
+
+    app = _app()
+    with app.app_context():
+        try:
+            typed = settings_module.parse_value(key, value)
+            if key in settings_module.HOOK_KEYS and typed:
+                _validate_hook(app, key, typed)
+            settings_module.save({key: value})
+        except settings_module.SettingError as error:
+            _fail(str(error))
+    click.echo(f"{key} = {settings_module.to_text(typed)}")
+
+
+def _validate_hook(app: Flask, key: str, spec: str) -> None:
+    from pathlib import Path
+
+    from . import hooks
+    from .settings import SettingError
+
+    try:
+        hooks.validate(spec, Path(app.config["HOOKS_DIR"]))
+    except hooks.HookSpecError as error:
+        raise SettingError(key, str(error)) from None
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage the people who may log in to the web admin."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Give the admin role (default: viewer).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def users_create(name: str, admin: bool, password_stdin: bool) -> None:
+    """Create a user NAME; the password comes from a prompt or standard input."""
+    from . import accounts
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _app().app_context():
+        try:
+            accounts.create_user(name, password, admin=admin)
+        except accounts.AccountError as error:
+            _fail(str(error))
+    click.echo(f"created {'admin' if admin else 'viewer'} {name}")
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@main.group()
+def messages() -> None:
+    """List, show and reprocess stored messages."""
+
+
+@messages.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most N messages.")
+def messages_list(as_json: bool, limit: int | None) -> None:
+    """Stored messages, newest first."""
+    from . import storage
+
+    with _app().app_context():
+        summaries = storage.list_messages(limit)
+    if as_json:
+        click.echo(json.dumps([_summary_json(summary) for summary in summaries], indent=2))
+        return
+    for summary in summaries:
+        names = ", ".join(a.filename or "(unnamed)" for a in summary.attachments)
+        click.echo(
+            f"{summary.id:>6}  {summary.received_at:%Y-%m-%d %H:%M:%S}  {summary.status:<10}  "
+            f"{summary.mail_from or '<>'} -> {', '.join(summary.rcpt_tos)}  "
+            f"{summary.subject!r}" + (f"  [{names}]" if names else "")
+        )
+
+
+@messages.command("show")
+@click.argument("message_id", type=int)
+@click.option("--raw", is_flag=True, help="Write exactly the stored raw bytes, nothing else.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def messages_show(message_id: int, raw: bool, as_json: bool) -> None:
+    """One stored message."""
+    from . import storage
+
+    with _app().app_context():
+        if raw:
+            data = storage.get_raw(message_id)
+            if data is None:
+                _fail(f"no message {message_id}")
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        stored = storage.get_message(message_id)
+    if stored is None:
+        _fail(f"no message {message_id}")
+    if as_json:
+        click.echo(json.dumps(_message_json(stored), indent=2))
+        return
+    _print_message(stored)
+
+
+@messages.command("reprocess")
+@click.argument("message_id", type=int)
+def messages_reprocess(message_id: int) -> None:
+    """Run the hooks again on a stored message and keep the new status."""
+    import asyncio
+    from pathlib import Path
+
+    from .hooks import HookRunner
+    from .processing import Processor
+
+    app = _app()
+    runner = HookRunner(Path(app.config["HOOKS_DIR"]), context=app.app_context)
+    try:
+        outcome = asyncio.run(Processor(app, runner).reprocess(message_id))
+    finally:
+        runner.close()
+    if outcome is None:
+        _fail(f"no message {message_id}")
+    status = outcome.status.value if outcome.status else "unchanged"
+    deleted = " (deleted: delete_after_process is on)" if outcome.deleted else ""
+    click.echo(f"message {message_id}: {status}{deleted}: {outcome.reply}")
+
+
+# --- purge -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    "days",
+    required=True,
+    type=click.FloatRange(min=0),
+    help="Age in days; 0 selects everything received until now.",
+)
+@click.option("--status", help="Only messages with this status (e.g. processed, 'hook error').")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(days: float, status: str | None, yes: bool) -> None:
+    """Delete messages received more than DAYS days ago, with their attachments."""
+    from . import storage
+    from .models import Status
+
+    if status is not None:
+        status = status.replace("_", " ")
+        if status not in {s.value for s in Status}:
+            _fail(f"--status: one of {', '.join(s.value for s in Status)}; got {status!r}")
+    with _app().app_context():
+        selected = storage.purge_older_than(days, status, dry_run=True)
+        click.echo(_describe_purge("Selected", selected))
+        if selected.messages == 0:
+            return
+        if not yes:
+            click.confirm("Delete them?", abort=True)
+        removed = storage.purge_older_than(days, status)
+    click.echo(_describe_purge("Deleted", removed))
+
+
+def _describe_purge(verb: str, result: Any) -> str:
+    return (
+        f"{verb} {result.messages} message(s), {result.attachments} attachment(s), "
+        f"{result.bytes} byte(s)"
+    )
+
+
+# --- output shapes -----------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def _attachment_json(attachment: Any) -> dict[str, Any]:
+    return {
+        "id": attachment.id,
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "content_id": attachment.content_id,
+        "disposition": attachment.disposition,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+    }
+
+
+def _summary_json(summary: Any) -> dict[str, Any]:
+    return {
+        "id": summary.id,
+        "received_at": _iso(summary.received_at),
+        "status": summary.status,
+        "sender": summary.mail_from,
+        "recipients": list(summary.rcpt_tos),
+        "mail_from": summary.mail_from,
+        "rcpt_tos": list(summary.rcpt_tos),
+        "subject": summary.subject,
+        "from": summary.from_header,
+        "size": summary.size,
+        "attachments": [_attachment_json(a) for a in summary.attachments],
+    }
+
+
+def _message_json(stored: Any) -> dict[str, Any]:
+    data = _summary_json(stored.summary)
+    data.update(
+        peer_address=stored.peer_address,
+        helo=stored.helo,
+        tls=stored.tls,
+        to=list(stored.to),
+        cc=list(stored.cc),
+        date=_iso(stored.date),
+        message_id=stored.message_id,
+        in_reply_to=stored.in_reply_to,
+        references=list(stored.references),
+        headers=[list(pair) for pair in stored.headers],
+        text=stored.text,
+        html=stored.html,
+        hook_log=list(stored.hook_log),
+        defects=list(stored.defects),
+    )
+    return data
+
+
+def _print_message(stored: Any) -> None:
+    summary = stored.summary
+    lines: list[tuple[str, Callable[[], str]]] = [
+        ("Id", lambda: str(summary.id)),
+        (
+            "Received",
+            lambda: (
+                f"{summary.received_at:%Y-%m-%d %H:%M:%S} UTC from "
+                f"{stored.peer_address} (HELO {stored.helo})"
+            ),
+        ),
+        ("Status", lambda: summary.status),
+        ("Envelope", lambda: f"{summary.mail_from or '<>'} -> {', '.join(summary.rcpt_tos)}"),
+        ("From", lambda: summary.from_header),
+        ("To", lambda: ", ".join(stored.to)),
+        ("Subject", lambda: summary.subject),
+        ("Size", lambda: f"{summary.size} bytes"),
+    ]
+    for label, value in lines:
+        click.echo(f"{label + ':':<10} {value()}")
+    for attachment in summary.attachments:
+        click.echo(
+            f"Attachment: {attachment.filename} ({attachment.content_type}, "
+            f"{attachment.size} bytes, sha256 {attachment.sha256})"
+        )
+    for entry in stored.hook_log:
+        click.echo(f"Hook:      {entry['hook']} {entry['outcome']} {entry['reply']}".rstrip())
+    click.echo("")
+    click.echo(stored.text if stored.text is not None else "(no plain-text body)")

@@ -1,0 +1,124 @@
+"""The database tables. ORM objects stay inside `storage`, `settings` and `web`; other modules
+get plain values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+class Status(StrEnum):
+    """The lifecycle of a stored message."""
+
+    RECEIVED = "received"  # stored; no message hook was registered
+    PROCESSED = "processed"  # the message hook accepted it
+    REJECTED = "rejected"  # the message hook refused it on a reprocess (refused at SMTP: not kept)
+    HOOK_ERROR = "hook error"  # the message hook raised or timed out; the sender was told 451
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class User(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20), default="viewer")
+    active: Mapped[bool] = mapped_column(default=True)
+    must_change_password: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Setting(db.Model):
+    """One runtime setting; absent keys take their defaults from `settings.SPECS`."""
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Revision(db.Model):
+    """Counters that other processes poll cheaply to notice a change (e.g. `settings`)."""
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
+
+
+class Message(db.Model):
+    """The summary of one stored message; the raw bytes live in `MessageRaw` so that listing
+    messages never reads them."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    tls: Mapped[bool] = mapped_column(default=False)
+    mail_from: Mapped[str] = mapped_column(Text, default="")
+    rcpt_tos: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, as sent
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_header: Mapped[str] = mapped_column(Text, default="")
+    to_header: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    cc_header: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    date_header: Mapped[datetime | None] = mapped_column(default=None)
+    message_id: Mapped[str | None] = mapped_column(Text, default=None, index=True)
+    in_reply_to: Mapped[str | None] = mapped_column(Text, default=None)
+    references: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    headers: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of [name, value]
+    text_body: Mapped[str | None] = mapped_column(Text, default=None)
+    html_body: Mapped[str | None] = mapped_column(Text, default=None)  # sanitised per settings
+    size: Mapped[int] = mapped_column(default=0)
+    attachment_count: Mapped[int] = mapped_column(default=0)
+    hook_log: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of hook outcomes
+    defects: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+
+    raw: Mapped[MessageRaw] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, uselist=False
+    )
+    attachments: Mapped[list[Attachment]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="Attachment.position"
+    )
+
+
+class MessageRaw(db.Model):
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Attachment(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(default=0)
+    filename: Mapped[str | None] = mapped_column(Text, default=None)
+    content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")
+    content_id: Mapped[str | None] = mapped_column(Text, default=None)
+    disposition: Mapped[str] = mapped_column(String(20), default="attachment")
+    size: Mapped[int] = mapped_column(default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Refusal(db.Model):
+    """A refused or deferred SMTP command, recorded without the message content."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    peer_address: Mapped[str] = mapped_column(String(64), default="")
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    mail_from: Mapped[str] = mapped_column(Text, default="")
+    recipient: Mapped[str] = mapped_column(Text, default="")
+    check: Mapped[str] = mapped_column(String(40))
+    reply: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="")  # a hook's traceback, if any
+
+
+Index("ix_message_status_received", Message.status, Message.received_at)

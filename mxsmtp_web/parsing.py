@@ -1,0 +1,637 @@
+"""Raw message bytes -> a plain, frozen ``ParsedMail`` value.
+
+Everything that arrives on port 25 goes through :func:`parse_message`, so it must never
+raise: whatever cannot be decoded is replaced and noted in ``ParsedMail.defects``. No Flask,
+no database, no HTML sanitising here (see ``sanitize.py``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+import tnefparse
+from tnefparse.codepage import Codepage
+
+#: Deeper MIME nesting than this is not walked (real mail rarely passes 5 levels).
+MAX_MIME_DEPTH = 40
+
+#: Labels that name a charset whose real-world use is a superset or a synonym of it.
+CHARSET_ALIASES = {
+    "us-ascii": "utf-8",  # undeclared 8-bit text is nearly always UTF-8
+    "ascii": "utf-8",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "euc-cn": "gb18030",
+    "ks_c_5601-1987": "cp949",
+    "iso-8859-8-i": "iso-8859-8",
+    "x-sjis": "shift_jis",
+}
+
+#: Tried when the declared charset is right in name but the sender used vendor extensions.
+CHARSET_WIDER = {"shift_jis": "cp932", "iso-2022-jp": "iso2022_jp_ext", "euc-kr": "cp949"}
+
+TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")
+_LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_MESSAGE_ID = re.compile(r"<[^<>]*>")
+
+
+@dataclass(frozen=True)
+class ParsedPart:
+    """One attachment or inline non-body part; ``data`` is the exact decoded bytes."""
+
+    filename: str | None
+    content_type: str
+    content_id: str | None
+    disposition: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    """What the rest of the app needs from one message; every string is valid Unicode."""
+
+    headers: tuple[tuple[str, str], ...]
+    subject: str
+    from_: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    date: datetime | None
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    text: str | None
+    html: str | None
+    attachments: tuple[ParsedPart, ...]
+    defects: tuple[str, ...]
+
+
+@dataclass
+class _Walk:
+    """Mutable state while walking one MIME tree."""
+
+    defects: list[str] = field(default_factory=list)
+    text: str | None = None
+    html: str | None = None
+    attachments: list[ParsedPart] = field(default_factory=list)
+    tnef_bodies: list[tuple[str | None, str | None, bytes | None]] = field(default_factory=list)
+
+    def note(self, defect: str) -> None:
+        if defect not in self.defects:
+            self.defects.append(defect)
+
+
+def parse_message(raw: bytes) -> ParsedMail:
+    """Parse one message as received. Never raises: undecodable input is noted in ``defects``."""
+    try:
+        return _parse(bytes(raw))
+    except Exception as exc:  # the contract is "never raises"; keep what we can
+        return _unparseable(raw, exc)
+
+
+def _parse(raw: bytes) -> ParsedMail:
+    msg = message_from_bytes(raw, policy=policy.default)
+    walk = _Walk()
+    headers = _headers(msg, walk)
+    _walk_part(msg, walk, depth=0)
+    _apply_tnef_bodies(walk)
+    return ParsedMail(
+        headers=headers,
+        subject=_first(headers, "subject") or "",
+        from_=", ".join(_addresses(msg, headers, "from", walk)),
+        to=_addresses(msg, headers, "to", walk),
+        cc=_addresses(msg, headers, "cc", walk),
+        date=_date(_first(headers, "date")),
+        message_id=_compact(_first(headers, "message-id")),
+        in_reply_to=next(iter(_message_ids(_first(headers, "in-reply-to"))), None),
+        references=_message_ids(_first(headers, "references")),
+        text=walk.text,
+        html=walk.html,
+        attachments=tuple(walk.attachments),
+        defects=tuple(walk.defects),
+    )
+
+
+def _unparseable(raw: object, exc: Exception) -> ParsedMail:
+    data = bytes(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else b""
+    defect = f"message could not be parsed ({type(exc).__name__}: {exc}); kept as plain text"
+    return ParsedMail(
+        headers=(),
+        subject="",
+        from_="",
+        to=(),
+        cc=(),
+        date=None,
+        message_id=None,
+        in_reply_to=None,
+        references=(),
+        text=data.decode("utf-8", "replace") if data else None,
+        html=None,
+        attachments=(),
+        defects=(defect,),
+    )
+
+
+# --- text and headers -------------------------------------------------------------------
+
+
+def _repair(text: str) -> str:
+    """Turn bytes the parser smuggled in as surrogates back into text (UTF-8, else cp1252)."""
+
+    def decode_run(match: re.Match[str]) -> str:
+        data = match.group().encode("utf-8", "surrogateescape")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", "replace")
+
+    return _LONE_SURROGATES.sub("\ufffd", _ESCAPED_BYTES.sub(decode_run, text))
+
+
+def _decode_bytes(data: bytes, charset: str | None, walk: _Walk, where: str) -> str:
+    """Decode with the declared charset or a known superset; else UTF-8, else Latin-1."""
+    label = (charset or "").strip().strip("\"'").lower() or None
+    known = True
+    for codec in _codecs_for(label):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        except (LookupError, ValueError):  # unknown or non-text codec, or a NUL in the name
+            known = False
+    try:
+        text, used = data.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        text, used = data.decode("latin-1"), "Latin-1"
+    if not known:
+        walk.note(f"{where}: unknown charset {label!r}; decoded as {used}")
+    elif label or used != "UTF-8":
+        walk.note(f"{where}: text is not valid {label or 'UTF-8'}; decoded as {used}")
+    return text
+
+
+def _codecs_for(label: str | None) -> list[str]:
+    if not label:
+        return []
+    wider = CHARSET_WIDER.get(label)
+    return [CHARSET_ALIASES.get(label, label), *([wider] if wider else [])]
+
+
+def _decode_header(value: str, walk: _Walk) -> str:
+    """Unfold and decode RFC 2047 encoded words; raw 8-bit bytes are repaired as well."""
+    value = _FOLD.sub("", value)
+    out: list[str] = []
+    pos = 0
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        if not (pos and between.isspace()):  # RFC 2047 6.2: space between words is dropped
+            out.append(_repair(between))
+        out.append(_decode_word(match, walk))
+        pos = match.end()
+    out.append(_repair(value[pos:]))
+    return "".join(out)
+
+
+def _decode_word(match: re.Match[str], walk: _Walk) -> str:
+    charset = match.group(1).split("*", 1)[0]  # RFC 2231 section 5 allows "charset*lang"
+    payload = match.group(3).encode("utf-8", "surrogateescape")
+    try:
+        if match.group(2) in "qQ":
+            data = binascii.a2b_qp(payload, header=True)
+        else:
+            payload = payload.rstrip(b"=")  # padding is often wrong; it is restored below
+            data = base64.b64decode(payload + b"=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        walk.note(f"header: broken encoded word {_repair(match.group())!r} kept as is")
+        return _repair(match.group())
+    return _decode_bytes(data, charset, walk, "header")
+
+
+def _headers(msg: Message, walk: _Walk) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (_repair(name), _decode_header(str(value), walk)) for name, value in msg.raw_items()
+    )
+
+
+def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
+def _addresses(
+    msg: Message, headers: tuple[tuple[str, str], ...], name: str, walk: _Walk
+) -> tuple[str, ...]:
+    """Each address in display form ('Zoë <z@example.org>'); the raw text if none parse."""
+    try:
+        found = tuple(_repair(str(a)) for h in msg.get_all(name, []) for a in h.addresses)
+    except Exception as exc:  # the address parser has raised on odd input before
+        walk.note(f"{name} header could not be parsed ({type(exc).__name__})")
+        found = _addresses_fallback([v for k, v in headers if k.lower() == name])
+    if found:
+        return found
+    text = ", ".join(v.strip() for k, v in headers if k.lower() == name and v.strip())
+    return (text,) if text and "@" in text else ()
+
+
+def _addresses_fallback(values: list[str]) -> tuple[str, ...]:
+    try:
+        pairs = getaddresses(values)
+    except Exception:
+        return tuple(v.strip() for v in values if v.strip())
+    return tuple(f"{n} <{a}>" if n else a for n, a in pairs if n or a)
+
+
+def _date(value: str | None) -> datetime | None:
+    """A timezone-aware datetime; "-0000" (zone unknown) is read as UTC, per RFC 5322 3.3."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except Exception:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _compact(value: str | None) -> str | None:
+    compact = "".join((value or "").split())
+    return compact or None
+
+
+def _message_ids(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    found = ["".join(m.split()) for m in _MESSAGE_ID.findall(value)]
+    return tuple(found) if found else tuple(value.split())
+
+
+# --- the MIME tree ----------------------------------------------------------------------
+
+
+def _walk_part(part: Message, walk: _Walk, depth: int) -> None:
+    if depth > MAX_MIME_DEPTH:
+        walk.note(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were skipped")
+        return
+    if part.get_content_maintype() == "message":
+        walk.attachments.append(_enclosed_message(part, walk))
+    elif part.is_multipart():
+        for sub in part.get_payload():
+            _walk_part(sub, walk, depth + 1)
+    else:
+        _leaf(part, walk)
+    for defect in part.defects:
+        walk.note(f"{part.get_content_type()} part: {_describe(defect)}")
+
+
+def _describe(defect: Exception) -> str:
+    doc = (type(defect).__doc__ or "").strip().splitlines()
+    return str(defect) or (doc[0] if doc else type(defect).__name__)
+
+
+def _leaf(part: Message, walk: _Walk) -> None:
+    ctype = part.get_content_type()
+    filename = _filename(part, walk)
+    disposition = _header_safe(part.get_content_disposition, walk)
+    if ctype in TNEF_TYPES or (filename or "").lower() == "winmail.dat":
+        _expand_tnef(part, filename, walk)
+        return
+    if part.get_content_maintype() == "multipart":  # no usable boundary: read it as text
+        ctype = "text/plain"
+    is_body = disposition != "attachment" and filename is None
+    if is_body and ctype == "text/plain" and walk.text is None:
+        walk.text = _body_text(part, walk)
+    elif is_body and ctype == "text/html" and walk.html is None:
+        walk.html = _body_text(part, walk)
+    else:
+        data = _payload_bytes(part, walk)
+        walk.attachments.append(_part_value(part, ctype, filename, data, walk))
+
+
+def _part_value(
+    part: Message, ctype: str, filename: str | None, data: bytes, walk: _Walk
+) -> ParsedPart:
+    """Inline when the sender says so or gave it a Content-ID, unless it says attachment."""
+    disposition = _header_safe(part.get_content_disposition, walk)
+    content_id = _content_id(part, walk)
+    inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
+    return ParsedPart(filename, ctype, content_id, "inline" if inline else "attachment", data)
+
+
+def _header_safe(getter: Callable[[], object], walk: _Walk) -> str | None:
+    """Call a header accessor that the policy's header parser could make raise."""
+    try:
+        value = getter()
+    except Exception as exc:
+        walk.note(f"a MIME header could not be parsed ({type(exc).__name__})")
+        return None
+    return _repair(str(value)) if value is not None else None
+
+
+def _filename(part: Message, walk: _Walk) -> str | None:
+    """RFC 2231 is handled by the policy; RFC 2047 inside a quoted name is decoded here."""
+    name = _header_safe(part.get_filename, walk)
+    if name and "=?" in name:
+        name = _decode_header(name, walk)
+    return name or None
+
+
+def _content_id(part: Message, walk: _Walk) -> str | None:
+    value = _header_safe(lambda: part.get("content-id"), walk)
+    content_id = "".join((value or "").split()).strip("<>")
+    return content_id or None
+
+
+def _payload_bytes(part: Message, walk: _Walk) -> bytes:
+    """The transfer-decoded bytes (base64, quoted-printable, 8bit) of a leaf part."""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception as exc:
+        walk.note(f"{part.get_content_type()} part could not be decoded ({type(exc).__name__})")
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def _body_text(part: Message, walk: _Walk) -> str:
+    ctype = part.get_content_type()
+    charset = _header_safe(part.get_content_charset, walk)
+    text = _decode_bytes(_payload_bytes(part, walk), charset, walk, f"{ctype} body")
+    return text.replace("\r\n", "\n")
+
+
+def _enclosed_message(part: Message, walk: _Walk) -> ParsedPart:
+    """A message/* part kept whole; its data is the enclosed message as bytes."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        data = b"".join(_message_bytes(sub, walk) for sub in payload)
+    else:
+        data = _payload_bytes(part, walk)
+    ctype = part.get_content_type()
+    default_name = "message.eml" if ctype in ("message/rfc822", "message/global") else None
+    filename = _filename(part, walk) or default_name
+    return _part_value(part, ctype, filename, data, walk)
+
+
+def _message_bytes(msg: Message, walk: _Walk) -> bytes:
+    """Regenerate an enclosed message with CRLF and without refolding its headers."""
+    try:
+        return msg.as_bytes(policy=msg.policy.clone(max_line_length=0, linesep="\r\n"))
+    except Exception as exc:
+        walk.note(f"an enclosed message could not be regenerated ({type(exc).__name__})")
+        return str(msg).encode("utf-8", "surrogateescape")
+
+
+# --- TNEF (winmail.dat) -----------------------------------------------------------------
+
+
+def _expand_tnef(part: Message, filename: str | None, walk: _Walk) -> None:
+    """Replace winmail.dat with what it carries; keep it as is if it cannot be decoded."""
+    data = _payload_bytes(part, walk)
+    original = ParsedPart(
+        filename or "winmail.dat", "application/ms-tnef", None, "attachment", data
+    )
+    if not _tnef_is_tractable(data):
+        walk.note("winmail.dat (TNEF) is malformed or too large to decode; kept as is")
+        walk.attachments.append(original)
+        return
+    try:
+        tnef = tnefparse.TNEF(data)
+        parts = [_tnef_attachment(a, n, tnef.codepage) for n, a in enumerate(tnef.attachments, 1)]
+        bodies = _tnef_body(tnef, walk)
+    except Exception as exc:  # tnefparse raises many kinds on bad input
+        walk.note(f"winmail.dat (TNEF) could not be decoded ({type(exc).__name__}); kept as is")
+        walk.attachments.append(original)
+        return
+    if not parts and bodies == (None, None, None):
+        walk.note("winmail.dat (TNEF) held nothing that could be extracted; kept as is")
+        walk.attachments.append(original)
+        return
+    walk.attachments.extend(parts)
+    walk.tnef_bodies.append(bodies)
+
+
+def _tnef_attachment(
+    attachment: tnefparse.TNEFAttachment, number: int, codepage: str | None
+) -> ParsedPart:
+    name = _tnef_filename(attachment, codepage) or f"attachment-{number}"
+    ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+    return ParsedPart(name, ctype, None, "attachment", bytes(attachment.data or b""))
+
+
+def _tnef_filename(attachment: tnefparse.TNEFAttachment, codepage: str | None) -> str:
+    try:
+        name = attachment.long_filename()
+    except UnicodeDecodeError:  # tnefparse decodes attAttachTitle as UTF-8 only
+        raw = getattr(attachment, "_name", b"")
+        name = raw.decode(codepage or "cp1252", "replace") if isinstance(raw, bytes) else ""
+    if isinstance(name, bytes):
+        name = name.decode(codepage or "cp1252", "replace")
+    return _repair(str(name)).strip("\x00").strip()
+
+
+def _tnef_body(tnef: tnefparse.TNEF, walk: _Walk) -> tuple[str | None, str | None, bytes | None]:
+    text = _tnef_text(tnef.body, tnef.codepage, walk)
+    html = _tnef_text(tnef.htmlbody, tnef.codepage, walk)
+    rtf = None
+    if text is None and html is None and getattr(tnef, "_rtfbody", None):
+        rtf = _plain_rtf(tnef.rtfbody, walk)
+    return text, html, rtf
+
+
+def _tnef_text(value: str | bytes | None, codepage: str | None, walk: _Walk) -> str | None:
+    if isinstance(value, bytes):
+        value = _decode_bytes(value, codepage, walk, "winmail.dat body")
+    value = (value or "").rstrip("\x00")
+    return value.replace("\r\n", "\n") if value.strip() else None
+
+
+def _plain_rtf(data: bytes | None, walk: _Walk) -> bytes | None:
+    """RTF as a file: uncompressed ("MELA") is unwrapped; LZFu needs the compressed_rtf package."""
+    if not data:
+        return None
+    if data.startswith(b"{\\rtf"):
+        return data
+    if data[8:12] == b"MELA":
+        return data[16 : 16 + struct.unpack_from("<I", data, 4)[0]]
+    walk.note("winmail.dat body is compressed RTF; install compressed_rtf to extract it")
+    return None
+
+
+def _apply_tnef_bodies(walk: _Walk) -> None:
+    """TNEF bodies fill in only when the MIME tree itself had no text or HTML body."""
+    if walk.text is not None or walk.html is not None:
+        return
+    for text, html, rtf in walk.tnef_bodies:
+        walk.text = walk.text if walk.text is not None else text
+        walk.html = walk.html if walk.html is not None else html
+        if rtf is not None and walk.text is None and walk.html is None:
+            walk.attachments.append(
+                ParsedPart("body.rtf", "application/rtf", None, "attachment", rtf)
+            )
+
+
+# tnefparse trusts the counts in its input: a forged count makes it spin or allocate for
+# minutes, and it copies the rest of the data for every record. So before handing bytes
+# over, walk the same structure (MS-OXTNEF 2.1.3) the same way it does, and refuse any data
+# where it would read out of bounds, fail to decode, or obey a count larger than the data.
+# Accepted data therefore takes tnefparse down exactly the path checked here.
+
+_TNEF_SIGNATURE = 0x223E9F78
+_TNEF_MAX_DEPTH = 4  # embedded messages inside embedded messages
+_TNEF_COPY_BUDGET = 2_000_000_000  # records x bytes that tnefparse copies (well under 1 s)
+_TNEF_LEVEL_ATTACHMENT = 2
+_TNEF_MAPI_PROPS, _TNEF_RECIPIENTS, _TNEF_ATTACHMENT, _TNEF_OEM_CODEPAGE = (
+    0x9003,
+    0x9004,
+    0x9005,
+    0x9007,
+)
+_MAPI_FIXED_SIZES = {2: 2, 11: 2, 3: 4, 4: 4, 10: 4, 5: 8, 6: 8, 7: 8, 20: 8, 64: 8, 72: 16}
+_MAPI_VARIABLE = frozenset({0x0000, 0x000D, 0x001E, 0x001F, 0x0102})
+_MAPI_STRING, _MAPI_UNICODE, _MAPI_SHORT, _MAPI_BOOLEAN = 0x001E, 0x001F, 0x0002, 0x000B
+_IMESSAGE_SIG = b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
+
+
+class _Untrusted(Exception):
+    """The TNEF data would take tnefparse off the checked path."""
+
+
+def _tnef_is_tractable(data: bytes) -> bool:
+    try:
+        _check_tnef(data, depth=0)
+    except (_Untrusted, struct.error, ValueError, LookupError, TypeError):
+        return False
+    return True
+
+
+def _u32(data: bytes, offset: int) -> int:
+    return struct.unpack_from("<I", data, offset)[0]
+
+
+def _check_tnef(data: bytes, depth: int) -> None:
+    if depth > _TNEF_MAX_DEPTH or len(data) < 6 or _u32(data, 0) != _TNEF_SIGNATURE:
+        raise _Untrusted
+    codepage: str | None = None
+    offset, records = 6, 0
+    while offset + 12 < len(data):  # the same loop as tnefparse.TNEF.__init__
+        level, name = data[offset], struct.unpack_from("<H", data, offset + 1)[0]
+        length = min(len(data) - offset, _u32(data, offset + 5) + 11)
+        body = data[offset + 9 : offset + length - 2]
+        records += 1
+        if records * len(data) > _TNEF_COPY_BUDGET:
+            raise _Untrusted
+        if level == _TNEF_LEVEL_ATTACHMENT:
+            if name == _TNEF_ATTACHMENT:
+                _check_mapi(body, 0, codepage, depth)
+        elif name == _TNEF_MAPI_PROPS:
+            _check_mapi(body, 0, codepage, depth)
+        elif name == _TNEF_OEM_CODEPAGE:
+            codepage = Codepage(_u32(body, 0)).codepage()
+        elif name == _TNEF_RECIPIENTS:
+            _check_recipients(body, codepage, depth)
+        offset += length
+
+
+def _check_recipients(data: bytes, codepage: str | None, depth: int) -> None:
+    rows, offset = _u32(data, 0), 4
+    if rows > len(data) // 4:
+        raise _Untrusted
+    for _ in range(rows):
+        offset = _check_mapi(data, offset, codepage, depth)
+
+
+def _check_mapi(data: bytes, offset: int, codepage: str | None, depth: int) -> int:
+    """Offset after a MAPI property list (MS-OXTNEF 2.1.3.4), checked like decode_mapi reads it."""
+    count, offset = _u32(data, offset), offset + 4
+    if count > (len(data) - offset) // 4:
+        raise _Untrusted
+    for _ in range(count):
+        offset = _check_property(data, offset, codepage, depth)
+    return offset
+
+
+def _check_property(data: bytes, offset: int, codepage: str | None, depth: int) -> int:
+    kind, ident = struct.unpack_from("<HH", data, offset)
+    offset += 4
+    if ident >= 0x8000:  # named property: GUID, kind, then an id or a padded UTF-16 name
+        offset += 16
+        named, offset = _u32(data, offset), offset + 4
+        size, offset = _u32(data, offset), offset + 4
+        if named:
+            _take(data, offset, size).decode("utf-16")
+            offset += _padded(size)
+    multi = kind & 0x1000
+    kind ^= multi
+    values = 1
+    if multi:
+        values, offset = _u32(data, offset), offset + 4
+    fixed = _MAPI_FIXED_SIZES.get(kind)
+    if fixed is None and kind not in _MAPI_VARIABLE:
+        raise _Untrusted
+    if fixed:
+        _take(data, offset, (values or 1) * fixed)
+        offset += (values or 1) * fixed
+    else:
+        offset = _check_values(data, offset, kind, values or 1, bool(multi), codepage, depth)
+    if (values or 1) % 2 and kind in (_MAPI_SHORT, _MAPI_BOOLEAN):
+        offset += 2
+    return offset
+
+
+def _check_values(
+    data: bytes,
+    offset: int,
+    kind: int,
+    values: int,
+    multi: bool,
+    codepage: str | None,
+    depth: int,
+) -> int:
+    chunks = []
+    for _ in range(values):
+        items = 1
+        if not multi:
+            items, offset = _u32(data, offset), offset + 4
+        if items > (len(data) - offset) // 4:  # each item needs a length word
+            raise _Untrusted
+        for _ in range(items):
+            size, offset = _u32(data, offset), offset + 4
+            chunk = _take(data, offset, _padded(size))
+            if kind == _MAPI_UNICODE:
+                chunk.decode("utf-16")
+            elif kind == _MAPI_STRING:
+                chunk.decode(codepage)  # codepage None raises TypeError, as in tnefparse
+            chunks.append(chunk.rstrip(b"\x00"))
+            offset += _padded(size)
+    embedded = b"".join(chunks)
+    if kind not in (_MAPI_STRING, _MAPI_UNICODE) and embedded.startswith(_IMESSAGE_SIG):
+        _check_tnef(embedded[len(_IMESSAGE_SIG) :], depth + 1)
+    return offset
+
+
+def _padded(size: int) -> int:
+    return (size + 3) // 4 * 4
+
+
+def _take(data: bytes, offset: int, size: int) -> bytes:
+    if offset + size > len(data):
+        raise _Untrusted
+    return data[offset : offset + size]

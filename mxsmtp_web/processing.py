@@ -1,0 +1,250 @@
+"""What happens to a received message once its bytes are in: parse, sanitise, store, run the
+message hook, keep the outcome. Shared by the SMTP handler (after DATA) and by reprocessing
+(the CLI and the web pages), so both follow the same rules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from flask import Flask
+
+from . import storage
+from .hooks import Decision, HookMessage, HookRunner, SessionInfo
+from .models import Status
+from .parsing import ParsedMail, parse_message
+from .reply_codes import (
+    ACCEPTED,
+    REFUSED_MESSAGE,
+    REFUSED_RECIPIENT,
+    REFUSED_SENDER,
+    STORAGE_FULL,
+    STORAGE_UNAVAILABLE,
+)
+from .sanitize import sanitize_html
+from .settings import Settings
+from .settings import load as load_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to give the sender, and what became of the message."""
+
+    reply: str
+    message_id: int | None = None
+    status: Status | None = None
+    deleted: bool = False
+
+
+def log_entry(hook: str, spec: str, decision: Decision, subject: str = "") -> dict[str, Any]:
+    """One line of a message's hook log: which hook ran, on what, and what it said."""
+    outcome = "error" if decision.failed else ("accepted" if decision.accepted else "refused")
+    return {
+        "hook": hook,
+        "spec": spec,
+        "on": subject,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "outcome": outcome,
+        "reply": decision.reply or "",
+        "error": decision.error,
+    }
+
+
+class Processor:
+    """Runs the message path inside the app (for the database) and the hook runner."""
+
+    def __init__(self, app: Flask, runner: HookRunner) -> None:
+        self.app = app
+        self.runner = runner
+
+    async def in_app(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (the database, parsing) in a thread, inside an app context."""
+
+        def call() -> T:
+            with self.app.app_context():
+                return function(*args)
+
+        return await asyncio.to_thread(call)
+
+    async def settings(self) -> Settings:
+        return await self.in_app(load_settings)
+
+    async def deliver(
+        self,
+        envelope: storage.Envelope,
+        session: SessionInfo,
+        raw: bytes,
+        settings: Settings,
+        hook_log: list[dict[str, Any]],
+    ) -> Outcome:
+        """Store the message, then let the message hook decide. Answers 250 only once the
+        message (or its deletion after processing) is committed."""
+        parsed, html = await self.in_app(_parse_and_sanitise, raw, settings)
+        try:
+            message_id = await self.in_app(
+                storage.save_message, envelope, parsed, raw, html, Status.RECEIVED, hook_log
+            )
+        except storage.StorageFull as error:
+            log.error("storage full, answered 452: %s", error)
+            return Outcome(STORAGE_FULL)
+        except storage.StorageUnavailable as error:
+            log.error("storage unavailable, answered 451: %s", error)
+            return Outcome(STORAGE_UNAVAILABLE)
+        if not settings.message_hook:
+            await self._forget_failed_copies(parsed, envelope, message_id)
+            return Outcome(ACCEPTED, message_id, Status.RECEIVED)
+        message = hook_message(message_id, envelope, session, parsed, html, raw)
+        decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
+        hook_log.append(log_entry("message_hook", settings.message_hook, decision))
+        return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
+
+    async def _settle(
+        self,
+        envelope: storage.Envelope,
+        parsed: ParsedMail,
+        message_id: int,
+        decision: Decision,
+        settings: Settings,
+        hook_log: list[dict[str, Any]],
+    ) -> Outcome:
+        try:
+            if decision.failed:
+                await self.in_app(storage.set_outcome, message_id, Status.HOOK_ERROR, hook_log)
+                await self._record(envelope, "message_hook", decision.reply, decision.error)
+                return Outcome(decision.reply or "", message_id, Status.HOOK_ERROR)
+            if not decision.accepted:
+                await self.in_app(storage.delete_messages, [message_id])
+                reply = decision.reply or REFUSED_MESSAGE
+                await self._record(envelope, "message_hook", reply)
+                return Outcome(reply, None, Status.REJECTED, deleted=True)
+            await self._forget_failed_copies(parsed, envelope, message_id)
+            if settings.delete_after_process:
+                await self.in_app(storage.delete_messages, [message_id])
+                return Outcome(decision.reply or ACCEPTED, None, Status.PROCESSED, deleted=True)
+            await self.in_app(storage.set_outcome, message_id, Status.PROCESSED, hook_log)
+            return Outcome(decision.reply or ACCEPTED, message_id, Status.PROCESSED)
+        except storage.StorageUnavailable as error:
+            log.error("storage unavailable after the message hook, answered 451: %s", error)
+            return Outcome(STORAGE_UNAVAILABLE, message_id)
+
+    async def _forget_failed_copies(
+        self, parsed: ParsedMail, envelope: storage.Envelope, message_id: int
+    ) -> None:
+        await self.in_app(storage.remove_failed_copies, parsed.message_id, envelope, message_id)
+
+    async def _record(
+        self, envelope: storage.Envelope, check: str, reply: str | None, detail: str = ""
+    ) -> None:
+        recipients = ", ".join(envelope.rcpt_tos)
+        await self.in_app(storage.record_refusal, envelope, recipients, check, reply or "", detail)
+
+    async def reprocess(self, message_id: int) -> Outcome | None:
+        """Run every hook again on a stored message, as if it had just arrived, and keep the
+        new status. Returns None when there is no such message."""
+        stored = await self.in_app(storage.get_message, message_id)
+        raw = await self.in_app(storage.get_raw, message_id)
+        if stored is None or raw is None:
+            return None
+        settings = await self.settings()
+        envelope = storage.Envelope(
+            mail_from=stored.summary.mail_from,
+            rcpt_tos=stored.summary.rcpt_tos,
+            peer_address=stored.peer_address,
+            helo=stored.helo,
+            tls=stored.tls,
+        )
+        session = SessionInfo(stored.peer_address, 0, stored.helo, stored.tls)
+        hook_log: list[dict[str, Any]] = []
+        refusal = await self._envelope_refusal(envelope, session, settings, hook_log)
+        if refusal is not None:
+            await self.in_app(storage.set_outcome, message_id, refusal, hook_log)
+            return Outcome(hook_log[-1]["reply"], message_id, refusal)
+        if not settings.message_hook:
+            await self.in_app(storage.set_outcome, message_id, Status.RECEIVED, hook_log)
+            return Outcome(ACCEPTED, message_id, Status.RECEIVED)
+        parsed, html = await self.in_app(_parse_and_sanitise, raw, settings)
+        message = hook_message(message_id, envelope, session, parsed, html, raw, stored)
+        decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
+        hook_log.append(log_entry("message_hook", settings.message_hook, decision))
+        if not decision.accepted and not decision.failed:
+            await self.in_app(storage.set_outcome, message_id, Status.REJECTED, hook_log)
+            return Outcome(decision.reply or REFUSED_MESSAGE, message_id, Status.REJECTED)
+        return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
+
+    async def _envelope_refusal(
+        self,
+        envelope: storage.Envelope,
+        session: SessionInfo,
+        settings: Settings,
+        hook_log: list[dict[str, Any]],
+    ) -> Status | None:
+        """Run the sender and recipient hooks for a reprocess; the status to keep if one says no."""
+        checks: list[tuple[str, str, tuple[Any, ...], str]] = []
+        if settings.sender_hook:
+            checks.append(
+                ("sender_hook", settings.sender_hook, (envelope.mail_from, session), REFUSED_SENDER)
+            )
+        if settings.recipient_hook:
+            checks.extend(
+                (
+                    "recipient_hook",
+                    settings.recipient_hook,
+                    (rcpt, envelope.mail_from, session),
+                    REFUSED_RECIPIENT,
+                )
+                for rcpt in envelope.rcpt_tos
+            )
+        for hook, spec, args, refused in checks:
+            decision = await self.runner.run(spec, args, settings.hook_timeout)
+            entry = log_entry(hook, spec, decision, str(args[0]))
+            entry["reply"] = entry["reply"] or (ACCEPTED if decision.accepted else refused)
+            hook_log.append(entry)
+            if decision.failed:
+                return Status.HOOK_ERROR
+            if not decision.accepted:
+                return Status.REJECTED
+        return None
+
+
+def _parse_and_sanitise(raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
+    parsed = parse_message(raw)
+    html = parsed.html
+    if html is not None and settings.xss_filter:
+        html = sanitize_html(html, settings.xss_filter_level)
+    return parsed, html
+
+
+def hook_message(
+    message_id: int | None,
+    envelope: storage.Envelope,
+    session: SessionInfo,
+    parsed: ParsedMail,
+    html: str | None,
+    raw: bytes,
+    stored: storage.StoredMessage | None = None,
+) -> HookMessage:
+    return HookMessage(
+        id=message_id,
+        received_at=stored.summary.received_at.replace(tzinfo=UTC) if stored else datetime.now(UTC),
+        sender=envelope.mail_from,
+        recipients=envelope.rcpt_tos,
+        session=session,
+        headers=parsed.headers,
+        subject=parsed.subject,
+        from_=parsed.from_,
+        to=parsed.to,
+        cc=parsed.cc,
+        date=parsed.date,
+        message_id=parsed.message_id,
+        text=parsed.text,
+        html=html,
+        attachments=parsed.attachments,
+        raw=raw,
+    )

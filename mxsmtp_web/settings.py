@@ -1,0 +1,276 @@
+"""The runtime settings of the mail path: keys, defaults, validation, load and save.
+
+Settings are rows in the database, so every process (the listener, the web pages, the CLI,
+another node on the same file) sees one truth. Writers bump the "settings" revision; the
+listener polls that single integer to notice a change made anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from sqlalchemy import select
+
+from .extensions import db
+from .models import Revision, Setting
+
+HOOK_KEYS = ("sender_hook", "recipient_hook", "message_hook")
+XSS_LEVELS = ("strict", "basic", "standard", "relaxed")
+_HOOK_SPEC = re.compile(r"^[^:\x00-\x1f]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+class SettingError(ValueError):
+    """A value that a setting does not accept. The message names the key and what it accepts."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@cache
+def machine_fqdn() -> str:
+    """The default `host_name`, looked up once per process (getfqdn may ask DNS)."""
+    return socket.getfqdn() or "localhost"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A consistent snapshot of every runtime setting, typed."""
+
+    port: int = 25000
+    listen_address: str = "127.0.0.1"
+    host_name: str = ""  # empty means the machine's FQDN; see `effective_host_name`
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 100
+    double_bounce_address: str = ""
+    delete_after_process: bool = False
+    xss_filter: bool = True
+    xss_filter_level: str = "standard"
+    sender_hook: str = ""
+    recipient_hook: str = ""
+    message_hook: str = ""
+    hook_timeout: float = 10.0
+    revision: int = field(default=0, compare=False)
+
+    @property
+    def effective_host_name(self) -> str:
+        return self.host_name or machine_fqdn()
+
+
+def _parse_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"true", "1", "yes", "on"}:
+        return True
+    if lowered in {"false", "0", "no", "off"}:
+        return False
+    raise ValueError("true or false (also yes/no, on/off, 1/0)")
+
+
+def _parse_timeout(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ValueError("a number of seconds above 0 and at most 3600, e.g. 10 or 2.5")
+    return value
+
+
+def _parse_listen_address(text: str) -> str:
+    value = text.strip()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if _HOSTNAME.match(value):
+        return value
+    raise ValueError("an IP address of this machine (127.0.0.1, 0.0.0.0, ::1, ::) or a host name")
+
+
+def _parse_host_name(text: str) -> str:
+    value = text.strip()
+    if value == "" or _HOSTNAME.match(value):
+        return value
+    raise ValueError("a host name such as mail.example.com, or empty for the machine's FQDN")
+
+
+def _parse_address(text: str) -> str:
+    value = text.strip()
+    if value == "":
+        return value
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not _HOSTNAME.match(domain) or any(c in value for c in " <>\t"):
+        raise ValueError("an email address such as double-bounce@example.com, or empty")
+    return value
+
+
+def _parse_xss_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in XSS_LEVELS:
+        raise ValueError("one of " + ", ".join(XSS_LEVELS))
+    return value
+
+
+def _parse_hook(text: str) -> str:
+    value = text.strip()
+    if value == "" or _HOOK_SPEC.match(value):
+        return value
+    raise ValueError(
+        "SCRIPT.py:FUNCTION (a file in instance/hooks/ or an absolute path, then the function "
+        "name), or empty for none"
+    )
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+SPECS: dict[str, SettingSpec] = {
+    spec.key: spec
+    for spec in (
+        SettingSpec("port", _parse_int(1, 65535), "TCP port the SMTP listener binds."),
+        SettingSpec(
+            "listen_address",
+            _parse_listen_address,
+            "Interface to bind: 127.0.0.1 for this machine only, 0.0.0.0 or :: for all.",
+        ),
+        SettingSpec(
+            "host_name",
+            _parse_host_name,
+            "Name announced in the greeting and EHLO and written into Received headers; "
+            "empty means the machine's FQDN.",
+        ),
+        SettingSpec(
+            "max_message_size",
+            _parse_int(1024, 2**31 - 1),
+            "Largest message accepted, in bytes; advertised with SIZE.",
+        ),
+        SettingSpec(
+            "max_recipients",
+            _parse_int(1, 100_000),
+            "Most recipients accepted for one message; more get 452 4.5.3.",
+        ),
+        SettingSpec(
+            "double_bounce_address",
+            _parse_address,
+            "Sender that relays use for address-verification probes: its probes skip "
+            "the sender check and are answered truthfully but never stored.",
+        ),
+        SettingSpec(
+            "delete_after_process",
+            _parse_bool,
+            "Remove a message once the message hook has accepted it.",
+        ),
+        SettingSpec("xss_filter", _parse_bool, "Sanitise HTML bodies when they are stored."),
+        SettingSpec(
+            "xss_filter_level",
+            _parse_xss_level,
+            "How much HTML the filter keeps: " + ", ".join(XSS_LEVELS) + ".",
+        ),
+        SettingSpec("sender_hook", _parse_hook, "check_sender(sender, session) -> bool"),
+        SettingSpec(
+            "recipient_hook", _parse_hook, "check_recipient(recipient, sender, session) -> bool"
+        ),
+        SettingSpec("message_hook", _parse_hook, "process_message(message) -> bool"),
+        SettingSpec("hook_timeout", _parse_timeout, "Seconds a hook may run before 451 4.3.0."),
+    )
+}
+
+SETTINGS_REVISION = "settings"
+
+
+def parse_value(key: str, text: str) -> Any:
+    """Turn user text into the typed value for `key`; raises SettingError naming what it accepts."""
+    spec = SPECS.get(key)
+    if spec is None:
+        raise SettingError(key, "no such setting; known keys: " + ", ".join(SPECS))
+    try:
+        return spec.parse(str(text))
+    except ValueError as error:
+        raise SettingError(key, f"expects {error}; got {text!r}") from None
+
+
+def to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_json_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def load() -> Settings:
+    """Read every setting (needs an app context). Stored values that no longer validate fall
+    back to their defaults rather than stopping the listener."""
+    rows = dict(db.session.execute(select(Setting.key, Setting.value)).all())
+    values: dict[str, Any] = {}
+    for key in SPECS:
+        if key in rows:
+            try:
+                values[key] = parse_value(key, rows[key])
+            except SettingError:
+                continue
+    return Settings(**values, revision=current_revision())
+
+
+def current_revision() -> int:
+    value = db.session.execute(
+        select(Revision.value).where(Revision.name == SETTINGS_REVISION)
+    ).scalar()
+    return value or 0
+
+
+def save(updates: Mapping[str, str]) -> Settings:
+    """Validate every value first, then write them all in one transaction: a bad value changes
+    nothing. Returns the new snapshot."""
+    parsed = {key: parse_value(key, text) for key, text in updates.items()}
+    for key, value in parsed.items():
+        db.session.merge(Setting(key=key, value=to_text(value)))
+    revision = db.session.get(Revision, SETTINGS_REVISION)
+    if revision is None:
+        db.session.add(Revision(name=SETTINGS_REVISION, value=1))
+    else:
+        revision.value += 1
+    db.session.commit()
+    return load()
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as the CLI and the JSON output show them, without bookkeeping fields."""
+    values = dataclasses.asdict(settings)
+    values.pop("revision")
+    values["host_name"] = settings.effective_host_name
+    return {key: to_json_value(values[key]) for key in SPECS}

@@ -1,0 +1,1 @@
+"""The SMTP side: the aiosmtpd handler and the listener thread."""

@@ -1,0 +1,211 @@
+"""The listener: one per process, in a background thread with its own event loop. It follows
+the settings in the database, whoever changed them: a new address or port rebinds within a
+second and the old socket closes; new hooks and limits apply from the next session."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from ..hooks import HookRunner
+from ..processing import Processor
+from ..settings import Settings, current_revision
+from ..settings import load as load_settings
+from .handler import MailHandler, MailSMTP, SessionTracker
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+DEFAULT_GRACE_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class ListenerState:
+    """What the listener is doing, in words an admin can act on."""
+
+    running: bool
+    address: str | None = None
+    port: int | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        if not self.running:
+            return "stopped"
+        where = f"listening on {self.address}:{self.port}" if self.port else "not listening"
+        return f"{where} ({self.error})" if self.error else where
+
+
+def describe_bind_error(error: OSError, address: str, port: int) -> str:
+    """A bind failure as advice, not an errno."""
+    if isinstance(error, socket.gaierror):
+        return f"cannot bind {address}:{port}: {address!r} is not a known address of this machine"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot bind {address}:{port}: the port is in use by another program; "
+            "stop it or choose another port"
+        )
+    if error.errno == errno.EACCES and port < 1024:
+        return (
+            f"cannot bind {address}:{port}: ports below 1024 need root; choose a port above "
+            "1024 or run behind the system MTA"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot bind {address}:{port}: {address} is not an address of this machine"
+    return f"cannot bind {address}:{port}: {error.strerror or error}"
+
+
+class Listener:
+    """Owns the thread, the loop, the server socket and the open sessions."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.state = ListenerState(running=False)
+        self._settings = Settings()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._server: asyncio.Server | None = None
+        self._bound: tuple[str, int] | None = None
+        self._last_error: tuple[str, int, str] | None = None
+        self._tracker = SessionTracker()
+        self._grace = DEFAULT_GRACE_SECONDS
+        self.processor: Processor | None = None
+
+    def start(self) -> ListenerState:
+        """Start the thread and wait until the first bind was tried."""
+        if self._thread is not None and self._thread.is_alive():
+            return self.state
+        self._started.clear()
+        self._thread = threading.Thread(target=self._run, name="mxsmtp-listener", daemon=True)
+        self._thread.start()
+        self._started.wait(START_TIMEOUT_SECONDS)
+        return self.state
+
+    def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop accepting, let messages already in DATA finish (up to `grace` seconds), tell
+        the other sessions 421 and end the thread."""
+        loop, stop, thread = self._loop, self._stop, self._thread
+        if loop is None or stop is None or thread is None:
+            return
+        self._grace = grace
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(grace + 5)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("the SMTP listener stopped on an unexpected error")
+        finally:
+            self.state = ListenerState(running=False)
+            self._started.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runner = HookRunner(Path(self.app.config["HOOKS_DIR"]), context=self.app.app_context)
+        self.processor = Processor(self.app, runner)
+        try:
+            await self._follow_settings()
+            self._started.set()
+            while not self._stop.is_set():
+                try:
+                    await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)
+                except TimeoutError:
+                    await self._follow_settings()
+            await self._shut_down()
+        finally:
+            runner.close()
+
+    async def current_settings(self) -> Settings:
+        """The settings for a new session: re-read when their revision moved."""
+        assert self.processor is not None
+        try:
+            revision = await self.processor.in_app(current_revision)
+            if revision != self._settings.revision or revision == 0:
+                self._settings = await self.processor.in_app(load_settings)
+        except Exception as error:  # the database is down: keep serving with what we know
+            log.warning("could not re-read settings, keeping the previous ones: %s", error)
+        return self._settings
+
+    async def _follow_settings(self) -> None:
+        settings = await self.current_settings()
+        wanted = (settings.listen_address, settings.port)
+        if self._server is not None and self._bound == wanted:
+            return
+        await self._bind(*wanted)
+
+    async def _bind(self, address: str, port: int) -> None:
+        assert self._loop is not None
+        try:
+            server = await self._loop.create_server(
+                self._new_session, host=address, port=port, reuse_address=True
+            )
+        except OSError as error:
+            message = describe_bind_error(error, address, port)
+            if self._last_error != (address, port, message):
+                log.error(message)
+                self._last_error = (address, port, message)
+            bound = self._bound or (None, None)
+            self.state = ListenerState(True, bound[0], bound[1], message)
+            return
+        old, self._server, self._bound = self._server, server, (address, port)
+        self._last_error = None
+        self.state = ListenerState(True, address, port)
+        log.info("SMTP listening on %s:%s", address, port)
+        if old is not None:
+            old.close()  # sessions already open on the old socket carry on
+
+    def _new_session(self) -> MailSMTP:
+        assert self.processor is not None
+        handler = MailHandler(self.processor, self._settings)
+        return MailSMTP(
+            handler,
+            self._tracker,
+            self.current_settings,
+            hostname=self._settings.effective_host_name,
+        )
+
+    async def _shut_down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for protocol in list(self._tracker.open):
+            if not protocol.in_data:
+                protocol.close_for_shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._grace
+        while self._tracker.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for protocol in list(self._tracker.open):
+            protocol.close_for_shutdown()
+        await asyncio.sleep(0)  # let the transports flush the 421 lines
+        self._server = None
+        self._bound = None
+        log.info("SMTP listener stopped")
+
+
+_process_listener: Listener | None = None
+_process_lock = threading.Lock()
+
+
+def start_listener(app: Flask) -> Listener:
+    """Exactly one listener per process: a second call returns the running one."""
+    global _process_listener
+    with _process_lock:
+        if _process_listener is None:
+            _process_listener = Listener(app)
+        _process_listener.start()
+        return _process_listener
+
+
+def running_listener() -> Listener | None:
+    return _process_listener
