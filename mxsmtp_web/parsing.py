@@ -132,7 +132,8 @@ def _parse(raw: bytes) -> ParsedMail:
 
 def _unparseable(raw: object, exc: Exception) -> ParsedMail:
     data = bytes(raw) if isinstance(raw, (bytes, bytearray, memoryview)) else b""
-    defect = f"message could not be parsed ({type(exc).__name__}: {exc}); kept as plain text"
+    reason = _repair(f"{type(exc).__name__}: {exc}")
+    defect = f"message could not be parsed ({reason}); kept as plain text"
     return ParsedMail(
         headers=(),
         subject="",

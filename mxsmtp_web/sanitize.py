@@ -212,8 +212,7 @@ def sanitize_html(html: str, level: str) -> str:
         tags=None, strip=True, consume_entities=False, namespaceHTMLElements=False
     )
     tree = parser.parseFragment(_LONE_SURROGATES.sub("\ufffd", html))
-    walker = html5lib_shim.getTreeWalker("etree")
-    result = _serializer().render(_MailFilter(_DropElements(walker(tree)), policy)).strip()
+    result = _serializer().render(_MailFilter(_DropElements(_TreeWalker(tree)), policy)).strip()
     return result if policy.tags else _BLANK_LINES.sub("\n\n", result)
 
 
@@ -227,6 +226,25 @@ def _serializer() -> html5lib_shim.BleachHTMLSerializer:
         sanitize=False,
         alphabetical_attributes=False,
     )
+
+
+class _TreeWalker(html5lib_shim.getTreeWalker("etree")):
+    """html5lib's etree walker, minus its quadratic step: to climb back to a parent it
+    searches the grandparent's children (list.index) every time, so a table of 20,000 rows
+    (2 MB) took 16 s instead of 3 s. Here each element's index is computed once per tree."""
+
+    def __init__(self, tree: object) -> None:
+        super().__init__(tree)
+        self.positions = {id(child): n for parent in tree.iter() for n, child in enumerate(parent)}
+
+    def getParentNode(self, node: object) -> object:  # html5lib's name and contract
+        if not isinstance(node, tuple):
+            return None
+        element, key, parents, flag = node
+        if flag == "text":
+            return (element, key, parents, None) if parents else element
+        parent = parents.pop()
+        return (parent, self.positions[id(parent)], parents, None) if parents else parent
 
 
 class _DropElements(html5lib_shim.Filter):

@@ -183,7 +183,7 @@ def remove_failed_copies(message_id_header: str | None, envelope: Envelope, keep
         db.session.execute(
             select(Message.id).where(
                 Message.message_id == message_id_header,
-                Message.status.in_([Status.HOOK_ERROR.value, Status.RECEIVED.value]),
+                Message.status == Status.HOOK_ERROR.value,
                 Message.mail_from == envelope.mail_from,
                 Message.rcpt_tos == json.dumps(list(envelope.rcpt_tos)),
                 Message.id != keep_id,

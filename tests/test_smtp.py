@@ -369,3 +369,9 @@ def test_xss_filter_applies_when_stored(mailbox: Mailbox) -> None:
     mailbox.configure(xss_filter=False)
     mailbox.send(message.as_bytes())
     assert "<script>" in mailbox.message(mailbox.messages()[0].id).html
+
+
+def test_the_same_message_sent_twice_is_stored_twice(mailbox: Mailbox) -> None:
+    mailbox.send(simple_message())
+    mailbox.send(simple_message())
+    assert len(mailbox.messages()) == 2

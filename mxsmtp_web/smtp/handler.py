@@ -165,12 +165,17 @@ class MailHandler:
             await self.processor.in_app(storage.count_probe)
             return reply_codes.PROBE_ACCEPTED
         raw = self._received_header(session, envelope) + (envelope.original_content or b"")
+        record = envelope_of(session, envelope)
         outcome = await self.processor.deliver(
-            envelope_of(session, envelope),
-            session_info(session),
-            raw,
-            self.settings,
-            envelope.hook_log,
+            record, session_info(session), raw, self.settings, envelope.hook_log
+        )
+        log.info(
+            "message from <%s> for %s (%d bytes): %s%s",
+            record.mail_from,
+            ", ".join(record.rcpt_tos),
+            len(raw),
+            outcome.reply,
+            f" [id {outcome.message_id}]" if outcome.message_id else "",
         )
         return outcome.reply
 
