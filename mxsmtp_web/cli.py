@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -352,24 +351,19 @@ def _message_json(stored: Any) -> dict[str, Any]:
 
 def _print_message(stored: Any) -> None:
     summary = stored.summary
-    lines: list[tuple[str, Callable[[], str]]] = [
-        ("Id", lambda: str(summary.id)),
-        (
-            "Received",
-            lambda: (
-                f"{summary.received_at:%Y-%m-%d %H:%M:%S} UTC from "
-                f"{stored.peer_address} (HELO {stored.helo})"
-            ),
-        ),
-        ("Status", lambda: summary.status),
-        ("Envelope", lambda: f"{summary.mail_from or '<>'} -> {', '.join(summary.rcpt_tos)}"),
-        ("From", lambda: summary.from_header),
-        ("To", lambda: ", ".join(stored.to)),
-        ("Subject", lambda: summary.subject),
-        ("Size", lambda: f"{summary.size} bytes"),
-    ]
-    for label, value in lines:
-        click.echo(f"{label + ':':<10} {value()}")
+    fields = {
+        "Id": summary.id,
+        "Received": f"{summary.received_at:%Y-%m-%d %H:%M:%S} UTC from {stored.peer_address} "
+        f"(HELO {stored.helo})",
+        "Status": summary.status,
+        "Envelope": f"{summary.mail_from or '<>'} -> {', '.join(summary.rcpt_tos)}",
+        "From": summary.from_header,
+        "To": ", ".join(stored.to),
+        "Subject": summary.subject,
+        "Size": f"{summary.size} bytes",
+    }
+    for label, value in fields.items():
+        click.echo(f"{label + ':':<10} {value}")
     for attachment in summary.attachments:
         click.echo(
             f"Attachment: {attachment.filename} ({attachment.content_type}, "

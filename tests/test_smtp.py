@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import smtplib
 import socket
 import time
@@ -13,6 +14,7 @@ from sqlalchemy import text
 
 from conftest import Mailbox, free_port, simple_message, wait_for
 from mxsmtp_web.extensions import db
+from test_parsing import CHARSET_SAMPLES, REPORT, SAMPLE_TNEF, charset_mail, winmail_mail
 
 
 def test_accepts_and_stores_a_message_with_its_envelope(mailbox: Mailbox) -> None:
@@ -375,3 +377,22 @@ def test_the_same_message_sent_twice_is_stored_twice(mailbox: Mailbox) -> None:
     mailbox.send(simple_message())
     mailbox.send(simple_message())
     assert len(mailbox.messages()) == 2
+
+
+def test_outlook_winmail_dat_arrives_as_its_attachments(mailbox: Mailbox) -> None:
+    mailbox.send(winmail_mail(SAMPLE_TNEF))
+    stored = mailbox.message(mailbox.messages()[0].id)
+    report, notes = stored.summary.attachments
+    assert (report.filename, notes.filename) == ("Quarterly report 2024.pdf", "café.txt")
+    assert report.sha256 == hashlib.sha256(REPORT).hexdigest()
+    assert stored.text.startswith("Please see the attached report.")
+
+
+@pytest.mark.parametrize(("charset", "codec", "sample", "encoding"), CHARSET_SAMPLES)
+def test_charsets_arrive_decoded(
+    mailbox: Mailbox, charset: str, codec: str, sample: str, encoding: str
+) -> None:
+    mailbox.send(charset_mail(charset, codec, sample, encoding))
+    stored = mailbox.message(mailbox.messages()[0].id)
+    assert stored.summary.subject == sample
+    assert sample in stored.text
