@@ -33,6 +33,29 @@ class User(db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     must_change_password: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Part of every session and remember-me cookie; replaced at logout and password change so
+    # that a copied cookie stops working.
+    session_token: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginFailure(db.Model):
+    """A failed login, kept for a while to slow down guessing from one address."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ListenerStatus(db.Model):
+    """What each process's listener last reported, so any web worker can show it."""
+
+    node: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    state: Mapped[str] = mapped_column(Text, default="")
+    listening: Mapped[bool] = mapped_column(default=False)
+    address: Mapped[str | None] = mapped_column(String(255), default=None)
+    port: Mapped[int | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Setting(db.Model):
@@ -76,6 +99,7 @@ class Message(db.Model):
     attachment_count: Mapped[int] = mapped_column(default=0)
     hook_log: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of hook outcomes
     defects: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    seen: Mapped[bool] = mapped_column(default=False)  # opened in the web admin
 
     raw: Mapped[MessageRaw] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, uselist=False

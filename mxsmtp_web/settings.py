@@ -62,6 +62,8 @@ class Settings:
     recipient_hook: str = ""
     message_hook: str = ""
     hook_timeout: float = 10.0
+    listener_enabled: bool = True
+    retention_days: int = 0
     revision: int = field(default=0, compare=False)
 
     @property
@@ -201,6 +203,14 @@ SPECS: dict[str, SettingSpec] = {
         ),
         SettingSpec("message_hook", _parse_hook, "process_message(message) -> bool"),
         SettingSpec("hook_timeout", _parse_timeout, "Seconds a hook may run before 451 4.3.0."),
+        SettingSpec(
+            "listener_enabled", _parse_bool, "Whether the SMTP listener accepts connections."
+        ),
+        SettingSpec(
+            "retention_days",
+            _parse_int(0, 36500),
+            "Purge messages older than this many days automatically; 0 keeps them forever.",
+        ),
     )
 }
 

@@ -396,3 +396,30 @@ def test_charsets_arrive_decoded(
     stored = mailbox.message(mailbox.messages()[0].id)
     assert stored.summary.subject == sample
     assert sample in stored.text
+
+
+def _answers(port: int) -> bool:
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
+            return client.noop()[0] == 250
+    except OSError:
+        return False
+
+
+def test_listener_can_be_stopped_and_started_by_setting_and_reports_its_state(
+    mailbox: Mailbox,
+) -> None:
+    from mxsmtp_web import status
+
+    port = mailbox.port
+
+    def reported() -> str:
+        with mailbox.app.app_context():
+            return " ".join(r.state for r in status.reports())
+
+    wait_for(lambda: f"listening on 127.0.0.1:{port}" in reported(), what="the state report")
+    mailbox.configure(listener_enabled=False)
+    wait_for(lambda: not _answers(port), what="the listener to stop")
+    wait_for(lambda: "listener_enabled is off" in reported(), what="the stopped report")
+    mailbox.configure(listener_enabled=True)
+    wait_for(lambda: _answers(port), what="the listener to start again")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from .. import status, storage
 from ..hooks import HookRunner
 from ..processing import Processor
 from ..settings import Settings, current_revision
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 DEFAULT_GRACE_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 15.0
+PURGE_EVERY_SECONDS = 3600.0
+HEARTBEAT_SECONDS = status.HEARTBEAT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class Listener:
         self._last_error: tuple[str, int, str] | None = None
         self._tracker = SessionTracker()
         self._grace = DEFAULT_GRACE_SECONDS
+        self._reported: ListenerState | None = None
+        self._reported_at = 0.0
+        self._next_purge_at = 0.0
         self.processor: Processor | None = None
 
     def start(self) -> ListenerState:
@@ -125,6 +131,14 @@ class Listener:
             await self._shut_down()
         finally:
             runner.close()
+            await self._withdraw()
+
+    async def _withdraw(self) -> None:
+        assert self.processor is not None
+        try:
+            await self.processor.in_app(status.withdraw)
+        except Exception as error:
+            log.warning("could not clear the listener state: %s", error)
 
     async def current_settings(self) -> Settings:
         """The settings for a new session: re-read when their revision moved."""
@@ -139,10 +153,63 @@ class Listener:
 
     async def _follow_settings(self) -> None:
         settings = await self.current_settings()
-        wanted = (settings.listen_address, settings.port)
-        if self._server is not None and self._bound == wanted:
+        if not settings.listener_enabled:
+            self._close_server("stopped: listener_enabled is off")
+        else:
+            wanted = (settings.listen_address, settings.port)
+            if self._server is None or self._bound != wanted:
+                await self._bind(*wanted)
+        await self._report_if_due()
+        await self._purge_if_due(settings)
+
+    def _close_server(self, why: str) -> None:
+        if self._server is not None:
+            self._server.close()  # sessions already open carry on
+            log.info("SMTP listener %s", why)
+        self._server, self._bound = None, None
+        self.state = ListenerState(True, None, None, why)
+
+    async def _report_if_due(self) -> None:
+        """Write the state for other processes when it changed, and as a heartbeat."""
+        assert self._loop is not None and self.processor is not None
+        now = self._loop.time()
+        if self.state == self._reported and now - self._reported_at < HEARTBEAT_SECONDS:
             return
-        await self._bind(*wanted)
+        state = self.state
+        try:
+            await self.processor.in_app(
+                status.report,
+                state.describe(),
+                state.port is not None,
+                state.address,
+                state.port,
+                state.error,
+            )
+        except Exception as error:  # the database is down; the next poll tries again
+            log.warning("could not record the listener state: %s", error)
+            return
+        self._reported, self._reported_at = state, now
+
+    async def _purge_if_due(self, settings: Settings) -> None:
+        """Automatic retention: purge once an hour when retention_days is set."""
+        assert self._loop is not None and self.processor is not None
+        now = self._loop.time()
+        if not settings.retention_days or now < self._next_purge_at:
+            return
+        self._next_purge_at = now + PURGE_EVERY_SECONDS
+        try:
+            result = await self.processor.in_app(
+                storage.purge_older_than, float(settings.retention_days)
+            )
+        except Exception as error:
+            log.warning("automatic purge failed, will try again: %s", error)
+            return
+        if result.messages:
+            log.info(
+                "automatic purge (retention_days=%s): removed %s message(s)",
+                settings.retention_days,
+                result.messages,
+            )
 
     async def _bind(self, address: str, port: int) -> None:
         assert self._loop is not None
