@@ -29,9 +29,10 @@ def instance_path_from_env() -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True) -> Flask:
     """Build the app. Boot config comes from defaults, then `instance/config.py`, then
-    `MXSMTP_*` environment variables, then `test_config`."""
+    `MXSMTP_*` environment variables, then `test_config`. `web=False` leaves out the admin
+    pages, for CLI commands that must start fast."""
     app = Flask(
         __name__,
         instance_path=instance_path_from_env(),
@@ -56,6 +57,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         db.create_all()
+    if web:
+        from .web import init_app as init_web
+
+        init_web(app)
     if app.config.get("START_LISTENER"):
         _start_listener_unless_reloader_parent(app)
     return app

@@ -1,39 +1,146 @@
-"""People who may log in to the web admin: creating them and checking their passwords."""
+"""People who may log in to the web admin: creating them, checking and changing passwords,
+and the session token that makes a logout or a password change end old sessions for good."""
 
 from __future__ import annotations
 
 import re
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+from functools import cache
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db
-from .models import User
+from .models import LoginFailure, User, utcnow
 
 ROLES = ("admin", "viewer")
 MIN_PASSWORD_LENGTH = 8
+FIRST_ADMIN = "admin"
+# Login throttling: this many failures from one address within the window lock it out.
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,150}$")
 
 
 class AccountError(ValueError):
-    """A user that cannot be created or changed as asked; the message says why."""
+    """A user that cannot be created or changed as asked; `field` names the culprit."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
 
 
-def create_user(username: str, password: str, *, admin: bool = False) -> User:
-    if not _USERNAME.match(username):
-        raise AccountError("username: 1 to 150 letters, digits or . _ @ -")
+def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
-    if db.session.execute(select(User.id).where(User.username == username)).first():
-        raise AccountError(f"username: {username!r} exists already")
+        raise AccountError("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def create_user(
+    username: str, password: str, *, admin: bool = False, must_change_password: bool = False
+) -> User:
+    if not _USERNAME.match(username):
+        raise AccountError("username", "1 to 150 letters, digits or . _ @ -")
+    check_new_password(password)
+    if find_user(username) is not None:
+        raise AccountError("username", f"{username!r} exists already")
     user = User(
         username=username,
         password_hash=generate_password_hash(password),
         role="admin" if admin else "viewer",
+        must_change_password=must_change_password,
+        session_token=secrets.token_hex(16),
     )
     db.session.add(user)
     db.session.commit()
     return user
+
+
+def find_user(username: str) -> User | None:
+    return db.session.execute(select(User).where(User.username == username)).scalar()
+
+
+def user_from_session(session_id: str) -> User | None:
+    """The user whose `get_id()` is `session_id`, if that session is still valid."""
+    user_id, _, token = session_id.partition(":")
+    if not user_id.isdigit() or not token:
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or not secrets.compare_digest(user.session_token, token):
+        return None
+    return user
+
+
+def authenticate(username: str, password: str) -> User | None:
+    user = find_user(username)
+    if user is None:
+        check_password_hash(_dummy_hash(), password)  # same time whether or not the name exists
+        return None
+    if not user.active or not check_password_hash(user.password_hash, password):
+        return None
+    return user
+
+
+def set_password(user: User, password: str, *, must_change: bool = False) -> None:
+    """Change the password and end every other session of this user."""
+    check_new_password(password)
+    user.password_hash = generate_password_hash(password)
+    user.must_change_password = must_change
+    user.session_token = secrets.token_hex(16)
+    db.session.commit()
+
+
+def end_sessions(user: User) -> None:
+    """Logout: the token in every copy of this user's cookies stops matching."""
+    user.session_token = secrets.token_hex(16)
+    db.session.commit()
+
+
+def ensure_first_admin(announce: Callable[[str], None]) -> None:
+    """With no user at all, create `admin` with a random password, shown once, to be changed at
+    the first login."""
+    if db.session.execute(select(func.count(User.id))).scalar():
+        return
+    password = secrets.token_urlsafe(12)
+    try:
+        create_user(FIRST_ADMIN, password, admin=True, must_change_password=True)
+    except (IntegrityError, AccountError):  # another worker created it first
+        db.session.rollback()
+        return
+    announce(
+        f"Created the first web admin user {FIRST_ADMIN!r} with password {password!r}; "
+        "you will be asked to choose a new one at the first login."
+    )
+
+
+def record_failure(address: str) -> None:
+    db.session.add(LoginFailure(address=address))
+    db.session.execute(delete(LoginFailure).where(LoginFailure.at < utcnow() - FAILURE_WINDOW))
+    db.session.commit()
+
+
+def locked_out(address: str) -> bool:
+    """Too many recent failures from this address."""
+    since = utcnow() - FAILURE_WINDOW
+    count = db.session.execute(
+        select(func.count(LoginFailure.id)).where(
+            LoginFailure.address == address, LoginFailure.at >= since
+        )
+    ).scalar()
+    return (count or 0) >= MAX_FAILURES
+
+
+def clear_failures(address: str) -> None:
+    db.session.execute(delete(LoginFailure).where(LoginFailure.address == address))
+    db.session.commit()
+
+
+@cache
+def _dummy_hash() -> str:
+    return generate_password_hash("timing equaliser")
 
 
 def check_password(user: User, password: str) -> bool:

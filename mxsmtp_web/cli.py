@@ -18,7 +18,7 @@ from . import create_app
 
 
 def _app() -> Flask:
-    return create_app()
+    return create_app(web=False)
 
 
 def _fail(message: str) -> None:
@@ -56,7 +56,7 @@ def serve(host: str, port: int) -> None:
     from .smtp.listener import start_listener
 
     _configure_logging()
-    app = _app()
+    app = create_app()
     listener = start_listener(app)
     click.echo(f"SMTP: {listener.state.describe()}")
     server = create_server(app, host=host, port=port, threads=8)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from flask_login import UserMixin
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -25,7 +26,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class User(db.Model):
+class User(UserMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
@@ -36,6 +37,18 @@ class User(db.Model):
     # Part of every session and remember-me cookie; replaced at logout and password change so
     # that a copied cookie stops working.
     session_token: Mapped[str] = mapped_column(String(64), default="")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login: disabled users cannot log in
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def get_id(self) -> str:
+        """Flask-Login keeps this in the session and the remember-me cookie."""
+        return f"{self.id}:{self.session_token}"
 
 
 class LoginFailure(db.Model):

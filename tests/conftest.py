@@ -3,8 +3,10 @@ loopback port, and smtplib as the client. Nothing of ours is mocked."""
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +14,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
-from mxsmtp_web import create_app, storage
+from mxsmtp_web import accounts, create_app, storage
 from mxsmtp_web import settings as settings_module
 from mxsmtp_web.smtp.listener import Listener
 
@@ -129,3 +132,109 @@ def simple_message(
         f"Subject: {subject}\r\nMessage-ID: {message_id}\r\n"
         f"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n\r\n{body}"
     ).encode()
+
+
+# --- the web admin ---------------------------------------------------------------------------
+
+CSRF_FIELD = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|'
+    r'type="hidden" name="csrf_token" value="([^"]+)"|'
+    r'name="csrf_token" value="([^"]+)"'
+)
+PASSWORD = "correct horse battery"
+
+
+def csrf_token(client: FlaskClient, path: str) -> str:
+    """The CSRF token from a form on `path`, as a browser would send it back."""
+    page = client.get(path).get_data(as_text=True)
+    match = CSRF_FIELD.search(page)
+    assert match, f"no csrf_token on {path}"
+    return next(group for group in match.groups() if group)
+
+
+def make_user(app: Flask, username: str, role: str) -> None:
+    with app.app_context():
+        accounts.create_user(username, PASSWORD, admin=role == "admin")
+
+
+def log_in(client: FlaskClient, username: str, password: str = PASSWORD, **extra: Any) -> Any:
+    token = csrf_token(client, "/login")
+    return client.post(
+        "/login", data={"username": username, "password": password, "csrf_token": token, **extra}
+    )
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def admin_client(app: Flask) -> FlaskClient:
+    make_user(app, "root", "admin")
+    client = app.test_client()
+    assert log_in(client, "root").status_code == 302
+    return client
+
+
+@pytest.fixture
+def viewer_client(app: Flask) -> FlaskClient:
+    make_user(app, "reader", "viewer")
+    client = app.test_client()
+    assert log_in(client, "reader").status_code == 302
+    return client
+
+
+# --- a real browser --------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright; the browser tests skip where it is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live_server(mailbox: Mailbox) -> Iterator[str]:
+    """The app on waitress, on a free loopback port, beside the listener of `mailbox`."""
+    from waitress.server import create_server
+
+    server = create_server(mailbox.app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+    thread.join(5)
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str, app: Flask) -> Iterator[Any]:
+    """A browser page logged in as an admin."""
+    make_user(app, "boss", "admin")
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(live_server + "/login")
+    page.get_by_label("Username").fill("boss")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(live_server + "/")
+    yield page
+    context.close()
