@@ -1,0 +1,204 @@
+"""Ingest benchmark: mxsmtp against two baselines measured in the same run, with the same
+client (Postfix's smtp-source) and the same message bytes.
+
+    python bench/ingest.py            # full loads (about 10 minutes)
+    python bench/ingest.py --scale 0.1  # a quick look
+
+smtp-source comes with Debian's postfix package; install it without running the daemon:
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get install -y postfix
+
+Prints messages/s and peak memory (VmHWM) per server and load, and the ratios
+mxsmtp / baseline. Afterwards it checks that every message is stored whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import random
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    size: int
+    messages: int
+    sessions: int
+    reuse_connections: bool
+
+
+LOADS = (
+    Load("4 KiB x 20 sessions", 4 * 1024, 10_000, 20, True),
+    Load("1 MiB x 10 sessions", 1024 * 1024, 500, 10, True),
+    Load("4 KiB, new connection per message", 4 * 1024, 2_000, 20, False),
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    server: str
+    load: Load
+    seconds: float
+    peak_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.load.messages / self.seconds
+
+
+def build_message(size: int) -> tuple[bytes, bytes]:
+    """A multipart message (text, HTML, attachment) of about `size` bytes, LF line ends as
+    smtp-source -F wants them; and the attachment's bytes."""
+    rng = random.Random(size)
+    attachment = rng.randbytes(max(256, int(size * 0.6)))
+    encoded = base64.encodebytes(attachment).decode()
+    text = "Hello,\n\nthe report is attached.\n\n-- \nBench\n"
+    html = "<html><body><p>Hello,</p><p>the <b>report</b> is attached.</p></body></html>\n"
+    message = (
+        "From: Bench <bench@source.example>\nTo: inbox@bench.example\nSubject: Report\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b1\"\n\n"
+        "--b1\nContent-Type: multipart/alternative; boundary=\"b2\"\n\n"
+        f"--b2\nContent-Type: text/plain; charset=utf-8\n\n{text}\n"
+        f"--b2\nContent-Type: text/html; charset=utf-8\n\n{html}\n--b2--\n\n"
+        "--b1\nContent-Type: application/octet-stream\n"
+        "Content-Disposition: attachment; filename=\"report.bin\"\n"
+        f"Content-Transfer-Encoding: base64\n\n{encoded}\n--b1--\n"
+    )
+    return message.encode(), attachment
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                if connection.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+def peak_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
+    if kind == "mxsmtp":
+        env = {**os.environ, "MXSMTP_INSTANCE": str(workdir / "instance")}
+        for key, value in (("port", str(port)), ("host_name", "bench.example")):
+            subprocess.run([BIN / "mxsmtp", "settings", "set", key, value], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+        command = [str(BIN / "mxsmtp"), "smtp"]
+    else:
+        env = dict(os.environ)
+        command = [sys.executable, str(HERE / "baselines.py"), kind, str(port),
+                   str(workdir / "naive.sqlite3")]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def drive(load: Load, port: int, message_file: Path) -> float:
+    command = [SMTP_SOURCE, "-s", str(load.sessions), "-m", str(load.messages),
+               "-F", str(message_file), "-f", "bench@source.example",
+               "-t", "inbox@bench.example", "-M", "bench.client"]
+    if load.reuse_connections:
+        command.append("-d")
+    started = time.perf_counter()
+    subprocess.run([*command, f"127.0.0.1:{port}"], check=True)
+    return time.perf_counter() - started
+
+
+def verify_mxsmtp(workdir: Path, load: Load, sent: bytes, attachment: bytes) -> None:
+    """Every message stored, raw bytes whole, the attachment byte-exact."""
+    wire = sent.replace(b"\n", b"\r\n") + b"\r\n"  # smtp-source ends with an empty line
+    digest = hashlib.sha256(attachment).hexdigest()
+    with sqlite3.connect(workdir / "instance" / "mxsmtp.sqlite3") as db:
+        stored = db.execute("SELECT count(*) FROM message").fetchone()[0]
+        whole = sum(raw.endswith(wire) for (raw,) in db.execute("SELECT data FROM message_raw"))
+        exact = db.execute("SELECT count(*) FROM attachment WHERE sha256 = ?",
+                           (digest,)).fetchone()[0]
+    if not stored == whole == exact == load.messages:
+        raise SystemExit(f"mxsmtp stored {stored}, whole {whole}, exact attachments {exact}; "
+                         f"sent {load.messages}")
+
+
+def measure(kind: str, load: Load, message_file: Path, sent: bytes, attachment: bytes) -> Result:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as folder:
+        workdir, port = Path(folder), free_port()
+        server = start_server(kind, port, workdir)
+        try:
+            wait_ready(port, server)
+            seconds = drive(load, port, message_file)
+            peak = peak_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(60)
+        if kind == "mxsmtp":
+            verify_mxsmtp(workdir, load, sent, attachment)
+        return Result(kind, load, seconds, peak)
+
+
+def report(results: list[Result]) -> None:
+    print(f"\n| load | server | msg/s | peak MiB | mxsmtp / this |")
+    print("|---|---|---|---|---|")
+    for load in {r.load: None for r in results}:
+        ours = next(r for r in results if r.load == load and r.server == "mxsmtp")
+        for result in (r for r in results if r.load == load):
+            ratio = ours.rate / result.rate
+            print(f"| {load.name} ({load.messages}) | {result.server} | {result.rate:,.0f} | "
+                  f"{result.peak_mib:.0f} | {ratio:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
+    parser.add_argument("--servers", default="noop,naive,mxsmtp")
+    options = parser.parse_args()
+    if not Path(SMTP_SOURCE).exists():
+        raise SystemExit("smtp-source not found: apt-get install postfix (see the docstring)")
+    results: list[Result] = []
+    for base in LOADS:
+        load = Load(base.name, base.size, max(base.sessions, int(base.messages * options.scale)),
+                    base.sessions, base.reuse_connections)
+        sent, attachment = build_message(load.size)
+        with tempfile.NamedTemporaryFile(suffix=".eml") as message_file:
+            message_file.write(sent)
+            message_file.flush()
+            for kind in options.servers.split(","):
+                result = measure(kind, load, Path(message_file.name), sent, attachment)
+                print(f"{load.name}: {kind}: {result.rate:,.0f} msg/s, "
+                      f"peak {result.peak_mib:.0f} MiB", flush=True)
+                results.append(result)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
