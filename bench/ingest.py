@@ -167,7 +167,7 @@ def measure(kind: str, load: Load, message_file: Path, sent: bytes, attachment: 
 
 
 def report(results: list[Result]) -> None:
-    print(f"\n| load | server | msg/s | peak MiB | mxsmtp / this |")
+    print("\n| load | server | msg/s | peak MiB | mxsmtp / this |")
     print("|---|---|---|---|---|")
     for load in {r.load: None for r in results}:
         ours = next(r for r in results if r.load == load and r.server == "mxsmtp")
