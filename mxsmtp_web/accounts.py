@@ -145,3 +145,75 @@ def _dummy_hash() -> str:
 
 def check_password(user: User, password: str) -> bool:
     return check_password_hash(user.password_hash, password)
+
+
+# --- managing users (the Users page) --------------------------------------------------------
+
+
+def list_users() -> list[User]:
+    return list(db.session.execute(select(User).order_by(User.username)).scalars())
+
+
+def get_user(user_id: int) -> User | None:
+    return db.session.get(User, user_id)
+
+
+def generate_password() -> str:
+    """A random password to hand over once; the user is asked to replace it."""
+    return secrets.token_urlsafe(12)
+
+
+def _is_last_active_admin(user: User) -> bool:
+    if not (user.active and user.is_admin):
+        return False
+    others = db.session.execute(
+        select(func.count(User.id)).where(
+            User.role == "admin", User.active.is_(True), User.id != user.id
+        )
+    ).scalar()
+    return not others
+
+
+def set_active(user: User, active: bool, *, acting: User) -> None:
+    """Enable or disable a login. Disabling ends the user's sessions for good (a re-enabled
+    user logs in afresh). Raises AccountError for oneself and for the last active admin."""
+    if not active:
+        if user.id == acting.id:
+            raise AccountError("active", "you cannot disable yourself; ask another admin")
+        if _is_last_active_admin(user):
+            raise AccountError("active", "this is the last active admin; one must remain")
+        user.session_token = secrets.token_hex(16)
+    user.active = active
+    db.session.commit()
+
+
+def set_role(user: User, role: str, *, acting: User) -> None:
+    """Make `user` an admin or a viewer. Raises AccountError for an unknown role, for demoting
+    oneself and for demoting the last active admin."""
+    if role not in ROLES:
+        raise AccountError("role", f"one of {', '.join(ROLES)}")
+    if role != "admin" and user.is_admin:
+        if user.id == acting.id:
+            raise AccountError("role", "you cannot demote yourself; ask another admin")
+        if _is_last_active_admin(user):
+            raise AccountError("role", "this is the last active admin; one must remain")
+    user.role = role
+    db.session.commit()
+
+
+def reset_password(user: User, password: str, *, acting: User) -> None:
+    """An admin sets a new password; the user must choose their own at the next login, and
+    their sessions end. One's own password is changed with the current one instead."""
+    if user.id == acting.id:
+        raise AccountError("password", "change your own password on the Password page")
+    set_password(user, password, must_change=True)
+
+
+def delete_user(user: User, *, acting: User) -> None:
+    """Remove a login for good. Raises AccountError for oneself and the last active admin."""
+    if user.id == acting.id:
+        raise AccountError("user", "you cannot delete yourself; ask another admin")
+    if _is_last_active_admin(user):
+        raise AccountError("user", "this is the last active admin; one must remain")
+    db.session.delete(user)
+    db.session.commit()

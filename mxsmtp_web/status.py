@@ -1,5 +1,6 @@
 """What the listener reports about itself, kept in the database so that every process (any web
-worker, the CLI) can show it, whichever process runs the listener."""
+worker, the CLI) can show it, whichever process runs the listener; and the mail at a glance
+for the start page (counts, refusals per check, hook errors, traffic per hour)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from .extensions import db
-from .models import ListenerStatus, utcnow
+from .models import ListenerStatus, Message, Refusal, utcnow
 
 # A report older than this means the process that wrote it is gone.
 STALE_AFTER = timedelta(seconds=30)
@@ -72,3 +74,95 @@ def reports() -> list[ListenerReport]:
         for r in rows.scalars()
     ]
     return [r for r in found if not r.stale]
+
+
+# --- mail at a glance, for the start page ---------------------------------------------------
+
+HOUR = timedelta(hours=1)
+_HOUR_KEY = "%Y-%m-%d %H"  # SQLite strftime and Python strftime agree on this format
+
+
+@dataclass(frozen=True)
+class MailCounts:
+    received_today: int
+    received_total: int
+
+
+@dataclass(frozen=True)
+class HookError:
+    """A refusal or deferral caused by a hook that raised or timed out."""
+
+    at: datetime
+    check: str
+    mail_from: str
+    recipient: str
+    reply: str
+    traceback: str
+
+
+@dataclass(frozen=True)
+class HourOfMail:
+    """One hour (UTC) of traffic: `start` is the top of the hour."""
+
+    start: datetime
+    accepted: int
+    refused: int
+
+
+def start_of_day(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def mail_counts(now: datetime | None = None) -> MailCounts:
+    """Stored messages received since midnight UTC, and all stored messages."""
+    since = start_of_day(now or utcnow())
+    today = db.session.execute(
+        select(func.count(Message.id)).where(Message.received_at >= since)
+    ).scalar()
+    total = db.session.execute(select(func.count(Message.id))).scalar()
+    return MailCounts(today or 0, total or 0)
+
+
+def refusals_by_check(since: datetime) -> list[tuple[str, int]]:
+    """How many refusals each check (sender_hook, recipient_hook, message_hook, size...) made
+    since `since`, most first."""
+    count = func.count(Refusal.id)
+    rows = db.session.execute(
+        select(Refusal.check, count)
+        .where(Refusal.at >= since)
+        .group_by(Refusal.check)
+        .order_by(count.desc(), Refusal.check)
+    )
+    return [(check, n) for check, n in rows]
+
+
+def last_hook_errors(limit: int = 5) -> list[HookError]:
+    """The newest refusals that carry a hook's traceback."""
+    rows = db.session.execute(
+        select(Refusal)
+        .where(Refusal.detail != "")
+        .order_by(Refusal.at.desc(), Refusal.id.desc())
+        .limit(limit)
+    ).scalars()
+    return [HookError(r.at, r.check, r.mail_from, r.recipient, r.reply, r.detail) for r in rows]
+
+
+def mail_per_hour(hours: int, now: datetime | None = None) -> list[HourOfMail]:
+    """The last `hours` hours (UTC) up to and including the current one, oldest first; hours
+    without mail are there with zeros. One GROUP BY per table over an indexed time range, so it
+    stays fast however much mail is stored."""
+    current = (now or utcnow()).replace(minute=0, second=0, microsecond=0)
+    first = current - (hours - 1) * HOUR
+    accepted = _count_per_hour(Message.received_at, first)
+    refused = _count_per_hour(Refusal.at, first)
+    starts = [first + i * HOUR for i in range(hours)]
+    return [
+        HourOfMail(s, accepted.get(s.strftime(_HOUR_KEY), 0), refused.get(s.strftime(_HOUR_KEY), 0))
+        for s in starts
+    ]
+
+
+def _count_per_hour(column: Any, since: datetime) -> dict[str, int]:
+    hour = func.strftime(_HOUR_KEY, column)
+    rows = db.session.execute(select(hour, func.count()).where(column >= since).group_by(hour))
+    return {key: n for key, n in rows}
