@@ -28,10 +28,13 @@ class Naive:
     def __init__(self, database: str) -> None:
         self.db = sqlite3.connect(database)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS message (id INTEGER PRIMARY KEY, "
-                        "subject TEXT, sender TEXT, raw BLOB)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS part (message_id INTEGER, name TEXT, "
-                        "data BLOB)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS message (id INTEGER PRIMARY KEY, "
+            "subject TEXT, sender TEXT, raw BLOB)"
+        )
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS part (message_id INTEGER, name TEXT, data BLOB)"
+        )
 
     async def handle_DATA(self, server: SMTP, session: object, envelope: object) -> str:
         raw = envelope.original_content  # type: ignore[attr-defined]
@@ -41,8 +44,10 @@ class Naive:
             (str(parsed["subject"]), envelope.mail_from, raw),  # type: ignore[attr-defined]
         )
         for part in parsed.iter_attachments():
-            self.db.execute("INSERT INTO part VALUES (?, ?, ?)",
-                            (cursor.lastrowid, part.get_filename(), part.get_content()))
+            self.db.execute(
+                "INSERT INTO part VALUES (?, ?, ?)",
+                (cursor.lastrowid, part.get_filename(), part.get_content()),
+            )
         self.db.commit()
         return "250 OK"
 

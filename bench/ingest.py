@@ -72,12 +72,12 @@ def build_message(size: int) -> tuple[bytes, bytes]:
     html = "<html><body><p>Hello,</p><p>the <b>report</b> is attached.</p></body></html>\n"
     message = (
         "From: Bench <bench@source.example>\nTo: inbox@bench.example\nSubject: Report\n"
-        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b1\"\n\n"
-        "--b1\nContent-Type: multipart/alternative; boundary=\"b2\"\n\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n\n'
+        '--b1\nContent-Type: multipart/alternative; boundary="b2"\n\n'
         f"--b2\nContent-Type: text/plain; charset=utf-8\n\n{text}\n"
         f"--b2\nContent-Type: text/html; charset=utf-8\n\n{html}\n--b2--\n\n"
         "--b1\nContent-Type: application/octet-stream\n"
-        "Content-Disposition: attachment; filename=\"report.bin\"\n"
+        'Content-Disposition: attachment; filename="report.bin"\n'
         f"Content-Transfer-Encoding: base64\n\n{encoded}\n--b1--\n"
     )
     return message.encode(), attachment
@@ -114,21 +114,41 @@ def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     if kind == "mxsmtp":
         env = {**os.environ, "MXSMTP_INSTANCE": str(workdir / "instance")}
         for key, value in (("port", str(port)), ("host_name", "bench.example")):
-            subprocess.run([BIN / "mxsmtp", "settings", "set", key, value], env=env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [BIN / "mxsmtp", "settings", "set", key, value],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         command = [str(BIN / "mxsmtp"), "smtp"]
     else:
         env = dict(os.environ)
-        command = [sys.executable, str(HERE / "baselines.py"), kind, str(port),
-                   str(workdir / "naive.sqlite3")]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            str(HERE / "baselines.py"),
+            kind,
+            str(port),
+            str(workdir / "naive.sqlite3"),
+        ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def drive(load: Load, port: int, message_file: Path) -> float:
-    command = [SMTP_SOURCE, "-s", str(load.sessions), "-m", str(load.messages),
-               "-F", str(message_file), "-f", "bench@source.example",
-               "-t", "inbox@bench.example", "-M", "bench.client"]
+    command = [
+        SMTP_SOURCE,
+        "-s",
+        str(load.sessions),
+        "-m",
+        str(load.messages),
+        "-F",
+        str(message_file),
+        "-f",
+        "bench@source.example",
+        "-t",
+        "inbox@bench.example",
+        "-M",
+        "bench.client",
+    ]
     if load.reuse_connections:
         command.append("-d")
     started = time.perf_counter()
@@ -143,11 +163,14 @@ def verify_mxsmtp(workdir: Path, load: Load, sent: bytes, attachment: bytes) -> 
     with sqlite3.connect(workdir / "instance" / "mxsmtp.sqlite3") as db:
         stored = db.execute("SELECT count(*) FROM message").fetchone()[0]
         whole = sum(raw.endswith(wire) for (raw,) in db.execute("SELECT data FROM message_raw"))
-        exact = db.execute("SELECT count(*) FROM attachment WHERE sha256 = ?",
-                           (digest,)).fetchone()[0]
+        exact = db.execute(
+            "SELECT count(*) FROM attachment WHERE sha256 = ?", (digest,)
+        ).fetchone()[0]
     if not stored == whole == exact == load.messages:
-        raise SystemExit(f"mxsmtp stored {stored}, whole {whole}, exact attachments {exact}; "
-                         f"sent {load.messages}")
+        raise SystemExit(
+            f"mxsmtp stored {stored}, whole {whole}, exact attachments {exact}; "
+            f"sent {load.messages}"
+        )
 
 
 def measure(kind: str, load: Load, message_file: Path, sent: bytes, attachment: bytes) -> Result:
@@ -173,8 +196,10 @@ def report(results: list[Result]) -> None:
         ours = next(r for r in results if r.load == load and r.server == "mxsmtp")
         for result in (r for r in results if r.load == load):
             ratio = ours.rate / result.rate
-            print(f"| {load.name} ({load.messages}) | {result.server} | {result.rate:,.0f} | "
-                  f"{result.peak_mib:.0f} | {ratio:.2f} |")
+            print(
+                f"| {load.name} ({load.messages}) | {result.server} | {result.rate:,.0f} | "
+                f"{result.peak_mib:.0f} | {ratio:.2f} |"
+            )
 
 
 def main() -> None:
@@ -186,16 +211,24 @@ def main() -> None:
         raise SystemExit("smtp-source not found: apt-get install postfix (see the docstring)")
     results: list[Result] = []
     for base in LOADS:
-        load = Load(base.name, base.size, max(base.sessions, int(base.messages * options.scale)),
-                    base.sessions, base.reuse_connections)
+        load = Load(
+            base.name,
+            base.size,
+            max(base.sessions, int(base.messages * options.scale)),
+            base.sessions,
+            base.reuse_connections,
+        )
         sent, attachment = build_message(load.size)
         with tempfile.NamedTemporaryFile(suffix=".eml") as message_file:
             message_file.write(sent)
             message_file.flush()
             for kind in options.servers.split(","):
                 result = measure(kind, load, Path(message_file.name), sent, attachment)
-                print(f"{load.name}: {kind}: {result.rate:,.0f} msg/s, "
-                      f"peak {result.peak_mib:.0f} MiB", flush=True)
+                print(
+                    f"{load.name}: {kind}: {result.rate:,.0f} msg/s, "
+                    f"peak {result.peak_mib:.0f} MiB",
+                    flush=True,
+                )
                 results.append(result)
     report(results)
 

@@ -1,7 +1,284 @@
-"""(being written)"""
+"""The inbox (search, filters, sorting, pages, bulk actions), the message page with its
+sandboxed preview, and the downloads of parts, raw source and `.eml`."""
 
-from flask_admin import Admin
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    request,
+    url_for,
+)
+from flask_admin import Admin, BaseView, expose
+from flask_wtf import FlaskForm
+from wtforms import DateField, SelectChoice, SelectField, SelectMultipleField, StringField
+from wtforms.validators import AnyOf, Length, Optional
+
+from .. import storage
+from ..hooks import HookRunner
+from ..models import Status
+from ..processing import Processor
+from . import access, downloads, preview
+from .auth import safe_next
+
+PAGE_SIZE = 50
+#: How much of the raw source the message page shows inline; /raw has all of it.
+RAW_INLINE_LIMIT = 256 * 1024
+TABS = ("preview", "text", "headers", "raw")
+SORT_CHOICES = [
+    SelectChoice("received", "Received"),
+    SelectChoice("size", "Size"),
+    SelectChoice("subject", "Subject"),
+    SelectChoice("from", "From"),
+]
+ORDER_CHOICES = [
+    SelectChoice("desc", "Descending"),
+    SelectChoice("asc", "Ascending"),
+]
+STATUS_CHOICES = [SelectChoice("", "Any status")] + [
+    SelectChoice(status.value) for status in Status
+]
+ATTACHMENT_CHOICES = [
+    SelectChoice("", "With or without"),
+    SelectChoice("yes", "With attachments"),
+    SelectChoice("no", "Without"),
+]
+BULK_ACTIONS = ("read", "unread", "delete")
+
+
+class InboxFilterForm(FlaskForm):
+    """The search and filter bar; read from the query string, so no CSRF token."""
+
+    class Meta:
+        csrf = False
+
+    q = StringField("Search", validators=[Optional(), Length(max=200)])
+    since = DateField("Received from", validators=[Optional()])
+    until = DateField("Received until", validators=[Optional()])
+    status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])
+    attachments = SelectField("Attachments", choices=ATTACHMENT_CHOICES, validators=[Optional()])
+    sort = SelectField("Sort by", choices=SORT_CHOICES, default="received")
+    order = SelectField("Order", choices=ORDER_CHOICES, default="desc")
+
+
+class BulkForm(FlaskForm):
+    """The checkboxes of the list and the button that was pressed."""
+
+    ids = SelectMultipleField(coerce=int, validate_choice=False)
+    action = StringField(validators=[AnyOf(BULK_ACTIONS)])
+
+
+class ReprocessForm(FlaskForm):
+    """Only the CSRF token: the message id is in the URL."""
+
+
+def message_filter(form: InboxFilterForm) -> storage.MessageFilter:
+    """The storage filter for a validated form; date fields are whole days in UTC."""
+    attachments = {"yes": True, "no": False}.get(form.attachments.data or "")
+    return storage.MessageFilter(
+        text=form.q.data or "",
+        since=day_start(form.since.data),
+        before=day_start(form.until.data, days_after=1),
+        status=form.status.data or None,
+        has_attachments=attachments,
+    )
+
+
+def day_start(day: Any, days_after: int = 0) -> datetime | None:
+    if day is None:
+        return None
+    return datetime.combine(day, time()) + timedelta(days=days_after)
+
+
+def page_number() -> int:
+    return max(request.args.get("page", 1, type=int) or 1, 1)
+
+
+def listing_args() -> dict[str, str]:
+    """The query string of the current list, without the page: for links that keep it."""
+    return {key: value for key, value in request.args.items() if key != "page" and value}
+
+
+class InboxView(access.ViewerAccess, BaseView):
+    @expose("/")
+    def index(self) -> Any:
+        form = InboxFilterForm(formdata=request.args)
+        valid = form.validate()
+        where = message_filter(form) if valid else storage.MessageFilter()
+        sort = form.sort.data if valid and form.sort.data else "received"
+        descending = not (valid and form.order.data == "asc")
+        page = page_number()
+        result = storage.find_messages(where, sort, descending, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        args = listing_args()
+        return self.render(
+            "mxsmtp/inbox.html",
+            form=form,
+            bulk=BulkForm(formdata=None),
+            rows=result.rows,
+            has_more=result.has_more,
+            total=storage.count_messages(where),
+            page=page,
+            page_size=PAGE_SIZE,
+            sort=sort,
+            descending=descending,
+            link=lambda **changes: url_for(".index", **{**args, **changes}),
+            sort_link=lambda key: url_for(
+                ".index",
+                **{
+                    **args,
+                    "sort": key,
+                    "order": "asc" if key == sort and descending else "desc",
+                },
+            ),
+            is_admin=access.is_admin(),
+        )
+
+    @expose("/bulk", methods=["POST"])
+    def bulk(self) -> Any:
+        form = BulkForm()
+        if not form.validate():
+            abort(400, "Tick messages, then press one of the buttons above the list.")
+        back = safe_next(request.form.get("next") or url_for(".index"))
+        ids = form.ids.data or []
+        if not ids:
+            flash("No messages were selected.", "warning")
+            return redirect(back)
+        if form.action.data == "delete":
+            if not access.is_admin():
+                abort(403)
+            flash(f"Deleted {storage.delete_messages(ids)} message(s).", "success")
+        else:
+            storage.set_seen(ids, form.action.data == "read")
+            flash(f"Marked {len(ids)} message(s) as {form.action.data}.", "success")
+        return redirect(back)
+
+    @expose("/message/<int:message_id>")
+    def message(self, message_id: int) -> Any:
+        stored = storage.get_message(message_id) or abort(404)
+        storage.set_seen([message_id], True)
+        tab = request.args.get("tab") or ("preview" if stored.html is not None else "text")
+        if tab not in TABS:
+            abort(404)
+        raw = storage.get_raw(message_id) if tab == "raw" else None
+        return self.render(
+            "mxsmtp/message.html",
+            message=stored,
+            summary=stored.summary,
+            tab=tab,
+            remote=request.args.get("remote") == "1",
+            raw_text=_raw_text(raw),
+            raw_truncated=raw is not None and len(raw) > RAW_INLINE_LIMIT,
+            bulk=BulkForm(formdata=None),
+            reprocess_form=ReprocessForm(formdata=None),
+            part_name=downloads.part_name,
+            is_admin=access.is_admin(),
+        )
+
+    @expose("/message/<int:message_id>/preview")
+    def preview(self, message_id: int) -> Response:
+        stored = storage.get_message(message_id) or abort(404)
+        if stored.html is None:
+            document = preview.text_document(stored.text or "")
+        else:
+            images = {
+                content_id: preview.data_uri(part.info.content_type.lower(), part.data)
+                for content_id, part in storage.inline_images(message_id).items()
+            }
+            document = preview.html_document(preview.inline_cid_images(stored.html, images))
+        response = make_response(document)
+        response.headers["Content-Type"] = "text/html; charset=utf-8"
+        response.headers["Content-Security-Policy"] = preview.preview_csp(
+            request.args.get("remote") == "1"
+        )
+        response.headers["X-Frame-Options"] = "SAMEORIGIN"
+        response.headers["X-DNS-Prefetch-Control"] = "off"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @expose("/message/<int:message_id>/cid/<path:content_id>")
+    def cid(self, message_id: int, content_id: str) -> Response:
+        """An inline picture of the message by its Content-ID; raster images only."""
+        part = storage.inline_images(message_id).get(preview.cid_key(content_id)) or abort(404)
+        response = Response(part.data, content_type=part.info.content_type.lower())
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
+
+    @expose("/message/<int:message_id>.eml")
+    def eml(self, message_id: int) -> Response:
+        stored = storage.get_message(message_id) or abort(404)
+        raw = storage.get_raw(message_id) or abort(404)
+        name = downloads.safe_filename(stored.summary.subject, f"message-{message_id}")
+        return downloads.download(raw, f"{name}.eml", "message/rfc822")
+
+    @expose("/message/<int:message_id>/raw")
+    def raw(self, message_id: int) -> Response:
+        """The stored bytes as text in the browser, never as a page."""
+        raw = storage.get_raw(message_id)
+        if raw is None:
+            abort(404)
+        response = Response(raw, content_type="text/plain; charset=utf-8")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
+
+    @expose("/attachment/<int:attachment_id>")
+    def attachment(self, attachment_id: int) -> Response:
+        part = storage.get_attachment(attachment_id) or abort(404)
+        name = downloads.part_name(part.info.filename, part.info.content_type, part.position + 1)
+        return downloads.download(part.data, name, part.info.content_type)
+
+    @expose("/message/<int:message_id>/reprocess", methods=["POST"])
+    def reprocess(self, message_id: int) -> Any:
+        if not access.is_admin():
+            abort(403)
+        if not ReprocessForm().validate():
+            abort(400)
+        outcome = run_reprocess(message_id)
+        if outcome is None:
+            abort(404)
+        if outcome.deleted:
+            flash(
+                f"Reprocessed: {outcome.status} ({outcome.reply}); the message was deleted "
+                "after processing, as the settings say.",
+                "info",
+            )
+            return redirect(url_for(".index"))
+        flash(f"Reprocessed: status {outcome.status}, reply {outcome.reply}", "success")
+        return redirect(url_for(".message", message_id=message_id))
+
+
+def run_reprocess(message_id: int) -> Any:
+    """Run the hooks again, as `mxsmtp messages reprocess` does; the Outcome or None.
+
+    The event loop gets a thread of its own: the serving thread may already run one (an
+    async server, or Playwright's in the tests), and asyncio.run refuses to nest."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    runner = HookRunner(Path(app.config["HOOKS_DIR"]), context=app.app_context)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            work = Processor(app, runner).reprocess(message_id)
+            return pool.submit(asyncio.run, work).result()
+    finally:
+        runner.close()
+
+
+def _raw_text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return raw[:RAW_INLINE_LIMIT].decode("utf-8", "replace")
 
 
 def register(admin: Admin) -> None:
-    return None
+    admin.add_view(InboxView(name="Inbox", endpoint="inbox", url="/inbox/"))
