@@ -56,18 +56,20 @@ def serve(host: str, port: int) -> None:
     from .smtp.listener import start_listener
 
     _configure_logging()
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # before anything can be stopped
     app = create_app()
     listener = start_listener(app)
-    click.echo(f"SMTP: {listener.state.describe()}")
-    server = create_server(app, host=host, port=port, threads=8)
-    click.echo(f"Web: http://{host}:{server.effective_port}/  (Ctrl-C to stop)")
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    server = None
     try:
+        click.echo(f"SMTP: {listener.state.describe()}")
+        server = create_server(app, host=host, port=port, threads=8)
+        click.echo(f"Web: http://{host}:{server.effective_port}/  (Ctrl-C to stop)")
         server.run()
     except KeyboardInterrupt:
         click.echo("stopping: finishing messages in DATA…")
     finally:
-        server.close()
+        if server is not None:
+            server.close()
         listener.stop()
 
 
@@ -81,11 +83,11 @@ def smtp() -> None:
     from .smtp.listener import start_listener
 
     _configure_logging()
-    listener = start_listener(_app())
-    click.echo(f"SMTP: {listener.state.describe()}  (Ctrl-C to stop)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    listener = start_listener(_app())
+    click.echo(f"SMTP: {listener.state.describe()}  (Ctrl-C to stop)")
     while not stop.wait(0.5):
         if not listener.state.running:
             _fail("the SMTP listener stopped; see the log above")

@@ -113,6 +113,9 @@ class Message(db.Model):
     hook_log: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of hook outcomes
     defects: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
     seen: Mapped[bool] = mapped_column(default=False)  # opened in the web admin
+    # False while only the header block is parsed: the listener answers 250 once the raw bytes
+    # are committed and parses bodies and attachments right after, on another core.
+    parsed: Mapped[bool] = mapped_column(default=True, index=True)
 
     raw: Mapped[MessageRaw] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, uselist=False

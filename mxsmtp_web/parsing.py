@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 import tnefparse
@@ -636,3 +637,31 @@ def _take(data: bytes, offset: int, size: int) -> bytes:
     if offset + size > len(data):
         raise _Untrusted
     return data[offset : offset + size]
+
+
+def parse_headers(raw: bytes) -> ParsedMail:
+    """Only what the header block says (subject, addresses, date, ids), at a fraction of the
+    cost of `parse_message`: enough to store and list a message before its body is parsed.
+    Bodies and attachments are empty. Never raises."""
+    try:
+        head, _, _ = bytes(raw).partition(b"\r\n\r\n")
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(head + b"\r\n\r\n")
+        walk = _Walk()
+        headers = _headers(msg, walk)
+        return ParsedMail(
+            headers=headers,
+            subject=_first(headers, "subject") or "",
+            from_=", ".join(_addresses(msg, headers, "from", walk)),
+            to=_addresses(msg, headers, "to", walk),
+            cc=_addresses(msg, headers, "cc", walk),
+            date=_date(_first(headers, "date")),
+            message_id=_compact(_first(headers, "message-id")),
+            in_reply_to=next(iter(_message_ids(_first(headers, "in-reply-to"))), None),
+            references=_message_ids(_first(headers, "references")),
+            text=None,
+            html=None,
+            attachments=(),
+            defects=tuple(walk.defects),
+        )
+    except Exception as exc:
+        return _unparseable(b"", exc)

@@ -5,18 +5,27 @@ message hook, keep the outcome. Shared by the SMTP handler (after DATA) and by r
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from multiprocessing import get_context
 from typing import Any, TypeVar
 
 from flask import Flask
+from sqlalchemy import Connection
 
 from . import storage
+from .group_commit import GroupCommitWriter
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
-from .parsing import ParsedMail, parse_message
+from .parsing import ParsedMail, parse_headers, parse_message
 from .reply_codes import (
     ACCEPTED,
     REFUSED_MESSAGE,
@@ -31,6 +40,10 @@ from .settings import load as load_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Tasks that feed stored messages to the parse pool; two keep one core busy while the other
+# task waits on the database.
+COMPLETERS = 2
+MAX_PARSERS = 4
 
 
 @dataclass(frozen=True)
@@ -58,11 +71,23 @@ def log_entry(hook: str, spec: str, decision: Decision, subject: str = "") -> di
 
 
 class Processor:
-    """Runs the message path inside the app (for the database) and the hook runner."""
+    """Runs the message path: blocking work in threads inside the app, full parses in the parse
+    pool (another core) when there is one, writes through the group-commit writer when there
+    is one, and the hooks through the hook runner."""
 
-    def __init__(self, app: Flask, runner: HookRunner) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        runner: HookRunner,
+        writer: GroupCommitWriter | None = None,
+        parse_pool: Executor | None = None,
+    ) -> None:
         self.app = app
         self.runner = runner
+        self.writer = writer
+        self.parse_pool = parse_pool
+        self._pending: asyncio.Queue[tuple[int, Settings]] | None = None
+        self._completers: list[asyncio.Task[None]] = []
 
     async def in_app(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work (the database, parsing) in a thread, inside an app context."""
@@ -76,6 +101,25 @@ class Processor:
     async def settings(self) -> Settings:
         return await self.in_app(load_settings)
 
+    async def parse(self, raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
+        """The full parse and the sanitised HTML, off the event loop."""
+        if self.parse_pool is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    self.parse_pool, parse_and_sanitise, raw, settings
+                )
+            except BrokenProcessPool:
+                log.error("the parse pool broke; parsing in a thread instead")
+                self.parse_pool = None
+        return await asyncio.to_thread(parse_and_sanitise, raw, settings)
+
+    async def write(self, job: Callable[[Connection], T]) -> T:
+        """Run a write job in a transaction; committed when this returns."""
+        if self.writer is not None:
+            return await self.writer.submit(job)
+        return await self.in_app(storage.run_in_transaction, job)
+
     async def deliver(
         self,
         envelope: storage.Envelope,
@@ -84,26 +128,79 @@ class Processor:
         settings: Settings,
         hook_log: list[dict[str, Any]],
     ) -> Outcome:
-        """Store the message, then let the message hook decide. Answers 250 only once the
+        """Store the message and, with a message hook, let it decide. Answers 250 only once the
         message (or its deletion after processing) is committed."""
-        parsed, html = await self.in_app(_parse_and_sanitise, raw, settings)
         try:
-            message_id = await self.in_app(
-                storage.save_message, envelope, parsed, raw, html, Status.RECEIVED, hook_log
-            )
+            if settings.message_hook:
+                return await self._deliver_to_hook(envelope, session, raw, settings, hook_log)
+            message_id = await self.write(partial(_store_headers_only, envelope, raw, hook_log))
         except storage.StorageFull as error:
             log.error("storage full, answered 452: %s", error)
             return Outcome(STORAGE_FULL)
         except storage.StorageUnavailable as error:
             log.error("storage unavailable, answered 451: %s", error)
             return Outcome(STORAGE_UNAVAILABLE)
-        if not settings.message_hook:
-            await self._forget_failed_copies(parsed, envelope, message_id)
-            return Outcome(ACCEPTED, message_id, Status.RECEIVED)
+        self.complete_later(message_id, settings)
+        return Outcome(ACCEPTED, message_id, Status.RECEIVED)
+
+    async def _deliver_to_hook(
+        self,
+        envelope: storage.Envelope,
+        session: SessionInfo,
+        raw: bytes,
+        settings: Settings,
+        hook_log: list[dict[str, Any]],
+    ) -> Outcome:
+        """The message hook sees the fully parsed message, stored, before we answer."""
+        parsed, html = await self.parse(raw, settings)
+        message_id = await self.write(
+            partial(_store_whole, envelope, parsed, raw, html, Status.RECEIVED, hook_log)
+        )
         message = hook_message(message_id, envelope, session, parsed, html, raw)
         decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
         hook_log.append(log_entry("message_hook", settings.message_hook, decision))
         return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
+
+    def complete_later(self, message_id: int, settings: Settings) -> None:
+        """Parse the body of a message stored with only its header block, soon, off the
+        event loop; the queue holds ids, so a backlog costs no memory per message."""
+        if self._pending is None:
+            self._pending = asyncio.Queue()
+            self._completers = [
+                asyncio.create_task(self._complete_pending()) for _ in range(COMPLETERS)
+            ]
+        self._pending.put_nowait((message_id, settings))
+
+    async def _complete_pending(self) -> None:
+        assert self._pending is not None
+        while True:
+            message_id, settings = await self._pending.get()
+            try:
+                await self.complete(message_id, settings)
+            except Exception:
+                log.exception("parsing message %s failed; it stays as received", message_id)
+            finally:
+                self._pending.task_done()
+
+    async def complete(self, message_id: int, settings: Settings) -> None:
+        """Parse a stored message's body and keep bodies and attachments."""
+        raw = await self.in_app(storage.get_raw, message_id)
+        if raw is None:  # deleted meanwhile
+            return
+        parsed, html = await self.parse(raw, settings)
+        await self.write(partial(_store_body, message_id, parsed, html))
+
+    async def finish_pending(self, timeout: float) -> None:
+        """Let queued body parses finish (up to `timeout` seconds), then stop the workers.
+        What is left is found again by `storage.unparsed_messages` at the next start."""
+        if self._pending is not None:
+            try:
+                await asyncio.wait_for(self._pending.join(), timeout)
+            except TimeoutError:
+                log.warning("%d message(s) left to parse at the next start", self._pending.qsize())
+        for task in self._completers:
+            task.cancel()
+        await asyncio.gather(*self._completers, return_exceptions=True)
 
     async def _settle(
         self,
@@ -169,7 +266,7 @@ class Processor:
         if not settings.message_hook:
             await self.in_app(storage.set_outcome, message_id, Status.RECEIVED, hook_log)
             return Outcome(ACCEPTED, message_id, Status.RECEIVED)
-        parsed, html = await self.in_app(_parse_and_sanitise, raw, settings)
+        parsed, html = await self.parse(raw, settings)
         message = hook_message(message_id, envelope, session, parsed, html, raw, stored)
         decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
         hook_log.append(log_entry("message_hook", settings.message_hook, decision))
@@ -213,7 +310,58 @@ class Processor:
         return None
 
 
-def _parse_and_sanitise(raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
+_shared_pool: Executor | None = None
+_shared_pool_lock = threading.Lock()
+
+
+def shared_parse_pool() -> Executor | None:
+    """One pool of parser processes per process, on the cores beside the event loop's; None on
+    a single core. Spawned, not forked: the parent runs threads."""
+    global _shared_pool
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        return None
+    with _shared_pool_lock:
+        if _shared_pool is None:
+            _shared_pool = ProcessPoolExecutor(
+                max_workers=min(cores - 1, MAX_PARSERS), mp_context=get_context("spawn")
+            )
+            atexit.register(_shared_pool.shutdown, wait=False, cancel_futures=True)
+    return _shared_pool
+
+
+def _store_headers_only(
+    envelope: storage.Envelope, raw: bytes, hook_log: list[dict[str, Any]], connection: Connection
+) -> int:
+    """The fast path's write job: the header block is all a 250 needs; the body follows."""
+    summary = parse_headers(raw)
+    message_id = storage.insert_message(
+        connection, envelope, summary, raw, None, Status.RECEIVED, hook_log, body_parsed=False
+    )
+    storage.remove_failed_copies_on(connection, summary.message_id, envelope, message_id)
+    return message_id
+
+
+def _store_whole(
+    envelope: storage.Envelope,
+    parsed: ParsedMail,
+    raw: bytes,
+    html: str | None,
+    status: Status,
+    hook_log: list[dict[str, Any]],
+    connection: Connection,
+) -> int:
+    return storage.insert_message(connection, envelope, parsed, raw, html, status, hook_log)
+
+
+def _store_body(
+    message_id: int, parsed: ParsedMail, html: str | None, connection: Connection
+) -> None:
+    storage.store_body(connection, message_id, parsed, html)
+
+
+def parse_and_sanitise(raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
+    """Runs in the parse pool's processes: module-level so that it pickles by name."""
     parsed = parse_message(raw)
     html = parsed.html
     if html is not None and settings.xss_filter:

@@ -263,6 +263,15 @@ def current_revision() -> int:
     return value or 0
 
 
+def read_revision(dbapi_connection: Any) -> int:
+    """The settings revision through a plain DB-API connection: a read of one indexed row,
+    cheap enough for the listener to do before every session without a thread hop."""
+    row = dbapi_connection.execute(
+        f"SELECT value FROM {Revision.__tablename__} WHERE name = ?", (SETTINGS_REVISION,)
+    ).fetchone()
+    return row[0] if row else 0
+
+
 def save(updates: Mapping[str, str]) -> Settings:
     """Validate every value first, then write them all in one transaction: a bad value changes
     nothing. Returns the new snapshot."""

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import column, delete, func, or_, select, update
+from sqlalchemy import Connection, column, delete, func, insert, or_, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -20,8 +20,9 @@ from .extensions import db
 from .models import Attachment, Message, MessageRaw, Refusal, Revision, Status, utcnow
 
 if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load the parser
-    from .parsing import ParsedMail
+    from .parsing import ParsedMail, ParsedPart
 
+T = TypeVar("T")
 PROBES_COUNTER = "double_bounce_probes"
 PURGE_BATCH = 500
 
@@ -95,6 +96,14 @@ class PurgeResult:
     bytes: int
 
 
+def storage_error(error: SQLAlchemyError) -> StorageUnavailable:
+    """The storage error an SQLAlchemy error means for the sender: full, or try again later."""
+    detail = str(getattr(error, "orig", None) or error)
+    if "full" in detail.lower():
+        return StorageFull(detail)
+    return StorageUnavailable(detail)
+
+
 @contextmanager
 def _transaction() -> Iterator[None]:
     """Commit on success; on any database error roll back and raise a storage error whose
@@ -104,9 +113,7 @@ def _transaction() -> Iterator[None]:
         db.session.commit()
     except SQLAlchemyError as error:
         db.session.rollback()
-        if "full" in str(error).lower():
-            raise StorageFull(str(error.orig if hasattr(error, "orig") else error)) from error
-        raise StorageUnavailable(str(getattr(error, "orig", error))) from error
+        raise storage_error(error) from error
 
 
 def save_message(
@@ -118,46 +125,103 @@ def save_message(
     hook_log: Sequence[dict] = (),
 ) -> int:
     """Store the raw bytes, the summary and every part in one transaction; returns the id."""
-    message = Message(
-        status=status.value,
-        peer_address=envelope.peer_address,
-        helo=envelope.helo,
-        tls=envelope.tls,
-        mail_from=envelope.mail_from,
-        rcpt_tos=json.dumps(list(envelope.rcpt_tos)),
-        subject=parsed.subject,
-        from_header=parsed.from_,
-        to_header=json.dumps(list(parsed.to)),
-        cc_header=json.dumps(list(parsed.cc)),
-        date_header=_naive_utc(parsed.date),
-        message_id=parsed.message_id,
-        in_reply_to=parsed.in_reply_to,
-        references=json.dumps(list(parsed.references)),
-        headers=json.dumps([list(pair) for pair in parsed.headers]),
-        text_body=parsed.text,
-        html_body=html_body,
-        size=len(raw),
-        attachment_count=len(parsed.attachments),
-        hook_log=json.dumps(list(hook_log)),
-        defects=json.dumps(list(parsed.defects)),
-    )
-    message.raw = MessageRaw(data=raw)
-    message.attachments = [
-        Attachment(
-            position=position,
-            filename=part.filename,
-            content_type=part.content_type,
-            content_id=part.content_id,
-            disposition=part.disposition,
-            size=len(part.data),
-            sha256=hashlib.sha256(part.data).hexdigest(),
-            data=part.data,
-        )
-        for position, part in enumerate(parsed.attachments)
-    ]
     with _transaction():
-        db.session.add(message)
-    return message.id
+        connection = db.session.connection()
+        message_id = insert_message(connection, envelope, parsed, raw, html_body, status, hook_log)
+    return message_id
+
+
+def insert_message(
+    connection: Connection,
+    envelope: Envelope,
+    parsed: ParsedMail,
+    raw: bytes,
+    html_body: str | None,
+    status: Status,
+    hook_log: Sequence[dict] = (),
+    *,
+    body_parsed: bool = True,
+) -> int:
+    """Write one message (summary, raw bytes, parts) on `connection`, inside the caller's
+    transaction; returns its id. With `body_parsed=False`, `parsed` holds only the header
+    block and `store_body` completes the message later."""
+    row = {
+        **_summary_values(parsed),
+        "status": status.value,
+        "peer_address": envelope.peer_address,
+        "helo": envelope.helo,
+        "tls": envelope.tls,
+        "mail_from": envelope.mail_from,
+        "rcpt_tos": json.dumps(list(envelope.rcpt_tos)),
+        "html_body": html_body,
+        "size": len(raw),
+        "hook_log": json.dumps(list(hook_log)),
+        "parsed": body_parsed,
+        "received_at": utcnow(),
+    }
+    result = connection.execute(insert(Message).values(row))
+    message_id = result.inserted_primary_key[0]
+    connection.execute(insert(MessageRaw).values(message_id=message_id, data=raw))
+    _insert_parts(connection, message_id, parsed.attachments)
+    return message_id
+
+
+def store_body(
+    connection: Connection, message_id: int, parsed: ParsedMail, html_body: str | None
+) -> None:
+    """Complete a message stored with only its header block: bodies, parts, the summary as the
+    full parse reads it."""
+    connection.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.parsed.is_(False))
+        .values(**_summary_values(parsed), html_body=html_body, parsed=True)
+    )
+    _insert_parts(connection, message_id, parsed.attachments)
+
+
+def unparsed_messages(limit: int = 1000) -> list[int]:
+    """Messages whose bodies still wait to be parsed (e.g. after a crash), oldest first."""
+    query = select(Message.id).where(Message.parsed.is_(False)).order_by(Message.id).limit(limit)
+    return list(db.session.execute(query).scalars())
+
+
+def _summary_values(parsed: ParsedMail) -> dict:
+    return {
+        "subject": parsed.subject,
+        "from_header": parsed.from_,
+        "to_header": json.dumps(list(parsed.to)),
+        "cc_header": json.dumps(list(parsed.cc)),
+        "date_header": _naive_utc(parsed.date),
+        "message_id": parsed.message_id,
+        "in_reply_to": parsed.in_reply_to,
+        "references": json.dumps(list(parsed.references)),
+        "headers": json.dumps([list(pair) for pair in parsed.headers]),
+        "text_body": parsed.text,
+        "attachment_count": len(parsed.attachments),
+        "defects": json.dumps(list(parsed.defects)),
+    }
+
+
+def _insert_parts(connection: Connection, message_id: int, parts: Sequence[ParsedPart]) -> None:
+    if not parts:
+        return
+    connection.execute(
+        insert(Attachment),
+        [
+            {
+                "message_id": message_id,
+                "position": position,
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "content_id": part.content_id,
+                "disposition": part.disposition,
+                "size": len(part.data),
+                "sha256": hashlib.sha256(part.data).hexdigest(),
+                "data": part.data,
+            }
+            for position, part in enumerate(parts)
+        ],
+    )
 
 
 def set_outcome(message_id: int, status: Status, hook_log: Sequence[dict]) -> None:
@@ -181,22 +245,36 @@ def delete_messages(message_ids: Sequence[int]) -> int:
 def remove_failed_copies(message_id_header: str | None, envelope: Envelope, keep_id: int) -> int:
     """When a sender's retry is accepted, the copies that failed in a hook (same Message-ID,
     same envelope) have served their purpose."""
+    with _transaction():
+        removed = remove_failed_copies_on(
+            db.session.connection(), message_id_header, envelope, keep_id
+        )
+    return removed
+
+
+def remove_failed_copies_on(
+    connection: Connection, message_id_header: str | None, envelope: Envelope, keep_id: int
+) -> int:
+    """`remove_failed_copies` inside the caller's transaction."""
     if not message_id_header:
         return 0
-    ids = (
-        db.session.execute(
-            select(Message.id).where(
-                Message.message_id == message_id_header,
-                Message.status == Status.HOOK_ERROR.value,
-                Message.mail_from == envelope.mail_from,
-                Message.rcpt_tos == json.dumps(list(envelope.rcpt_tos)),
-                Message.id != keep_id,
-            )
+    result = connection.execute(
+        delete(Message).where(
+            Message.message_id == message_id_header,
+            Message.status == Status.HOOK_ERROR.value,
+            Message.mail_from == envelope.mail_from,
+            Message.rcpt_tos == json.dumps(list(envelope.rcpt_tos)),
+            Message.id != keep_id,
         )
-        .scalars()
-        .all()
     )
-    return delete_messages(ids)
+    return result.rowcount or 0
+
+
+def run_in_transaction(job: Callable[[Connection], T]) -> T:
+    """Run a write job (as the listener's group-commit writer would) in its own transaction."""
+    with _transaction():
+        value = job(db.session.connection())
+    return value
 
 
 def record_refusal(

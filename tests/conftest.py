@@ -94,11 +94,23 @@ class Mailbox:
         with self.connect() as client:
             return client.sendmail(sender, list(recipients), message)
 
+    def bodies_parsed(self) -> None:
+        """The listener answers 250 once the raw bytes are stored and parses bodies right
+        after: wait for that before looking at bodies or attachments."""
+
+        def settled() -> bool:
+            with self.app.app_context():
+                return not storage.unparsed_messages(1)
+
+        wait_for(settled, timeout=20, what="message bodies to be parsed")
+
     def messages(self) -> list[storage.MessageSummary]:
+        self.bodies_parsed()
         with self.app.app_context():
             return storage.list_messages()
 
     def message(self, message_id: int) -> storage.StoredMessage:
+        self.bodies_parsed()
         with self.app.app_context():
             stored = storage.get_message(message_id)
         assert stored is not None

@@ -159,7 +159,7 @@ def _start(instance: Path, *args: str) -> subprocess.Popen:
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
-    process.communicate()  # reads and closes the pipe
+    print(process.communicate()[0])  # reads and closes the pipe; shown when a test fails
 
 
 def _answers(port: int) -> bool:

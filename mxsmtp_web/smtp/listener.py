@@ -11,13 +11,16 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 
 from .. import status, storage
+from ..extensions import db
+from ..group_commit import GroupCommitWriter
 from ..hooks import HookRunner
-from ..processing import Processor
-from ..settings import Settings, current_revision
+from ..processing import Processor, shared_parse_pool
+from ..settings import Settings, read_revision
 from ..settings import load as load_settings
 from .handler import MailHandler, MailSMTP, SessionTracker
 
@@ -27,6 +30,7 @@ POLL_SECONDS = 0.5
 DEFAULT_GRACE_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 3600.0
+REVISION_BUSY_MS = 50
 HEARTBEAT_SECONDS = status.HEARTBEAT_SECONDS
 
 
@@ -84,6 +88,7 @@ class Listener:
         self._reported: ListenerState | None = None
         self._reported_at = 0.0
         self._next_purge_at = 0.0
+        self._revision_connection: Any = None
         self.processor: Processor | None = None
 
     def start(self) -> ListenerState:
@@ -119,19 +124,37 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         runner = HookRunner(Path(self.app.config["HOOKS_DIR"]), context=self.app.app_context)
-        self.processor = Processor(self.app, runner)
+        with self.app.app_context():
+            writer = GroupCommitWriter(db.engine)
+        self.processor = Processor(self.app, runner, writer, shared_parse_pool())
         try:
             await self._follow_settings()
             self._started.set()
+            await self._complete_unparsed()
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)
                 except TimeoutError:
                     await self._follow_settings()
             await self._shut_down()
+            await self.processor.finish_pending(self._grace)
         finally:
             runner.close()
+            if self._revision_connection is not None:
+                self._revision_connection.close()
+            await asyncio.to_thread(writer.close)
             await self._withdraw()
+
+    async def _complete_unparsed(self) -> None:
+        """Bodies left unparsed by a crash or a hurried stop get parsed now."""
+        assert self.processor is not None
+        try:
+            waiting = await self.processor.in_app(storage.unparsed_messages)
+        except Exception as error:
+            log.warning("could not look for unparsed messages: %s", error)
+            return
+        for message_id in waiting:
+            self.processor.complete_later(message_id, self._settings)
 
     async def _withdraw(self) -> None:
         assert self.processor is not None
@@ -141,15 +164,26 @@ class Listener:
             log.warning("could not clear the listener state: %s", error)
 
     async def current_settings(self) -> Settings:
-        """The settings for a new session: re-read when their revision moved."""
+        """The settings for a new session: re-read when their revision moved, so a change made
+        anywhere applies from the next session."""
         assert self.processor is not None
         try:
-            revision = await self.processor.in_app(current_revision)
+            revision = self._read_revision()
             if revision != self._settings.revision or revision == 0:
                 self._settings = await self.processor.in_app(load_settings)
         except Exception as error:  # the database is down: keep serving with what we know
             log.warning("could not re-read settings, keeping the previous ones: %s", error)
+            self._revision_connection = None
         return self._settings
+
+    def _read_revision(self) -> int:
+        """On the loop thread, through a connection of its own: a WAL reader never waits for
+        the writer, and the short busy timeout bounds the rare exception."""
+        if self._revision_connection is None:
+            with self.app.app_context():
+                self._revision_connection = db.engine.raw_connection()
+            self._revision_connection.execute(f"PRAGMA busy_timeout = {REVISION_BUSY_MS}")
+        return read_revision(self._revision_connection)
 
     async def _follow_settings(self) -> None:
         settings = await self.current_settings()

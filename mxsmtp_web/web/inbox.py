@@ -22,7 +22,7 @@ from flask import (
 from flask_admin import Admin, BaseView, expose
 from flask_wtf import FlaskForm
 from wtforms import DateField, SelectChoice, SelectField, SelectMultipleField, StringField
-from wtforms.validators import AnyOf, Length, Optional
+from wtforms.validators import AnyOf, Length, Optional, ValidationError
 
 from .. import storage
 from ..hooks import HookRunner
@@ -56,13 +56,21 @@ ATTACHMENT_CHOICES = [
 BULK_ACTIONS = ("read", "unread", "delete")
 
 
+def _searchable(form: FlaskForm, field: StringField) -> None:
+    """Words of punctuation only ("%", "*", a lone quote) cannot match anything; without this
+    they would leave no search at all, and the page would list every message as if it had
+    matched."""
+    if (field.data or "").strip() and storage.fts_query(field.data) is None:
+        raise ValidationError("Search for words with at least one letter or digit.")
+
+
 class InboxFilterForm(FlaskForm):
     """The search and filter bar; read from the query string, so no CSRF token."""
 
     class Meta:
         csrf = False
 
-    q = StringField("Search", validators=[Optional(), Length(max=200)])
+    q = StringField("Search", validators=[Optional(), Length(max=200), _searchable])
     since = DateField("Received from", validators=[Optional()])
     until = DateField("Received until", validators=[Optional()])
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])
@@ -114,11 +122,16 @@ class InboxView(access.ViewerAccess, BaseView):
     def index(self) -> Any:
         form = InboxFilterForm(formdata=request.args)
         valid = form.validate()
-        where = message_filter(form) if valid else storage.MessageFilter()
         sort = form.sort.data if valid and form.sort.data else "received"
         descending = not (valid and form.order.data == "asc")
         page = page_number()
-        result = storage.find_messages(where, sort, descending, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        if valid:
+            where = message_filter(form)
+            offset = (page - 1) * PAGE_SIZE
+            result = storage.find_messages(where, sort, descending, offset, PAGE_SIZE)
+            total = storage.count_messages(where)
+        else:  # a filter that cannot be applied matches nothing, never everything
+            result, total = storage.ResultPage((), False), 0
         args = listing_args()
         return self.render(
             "mxsmtp/inbox.html",
@@ -126,7 +139,7 @@ class InboxView(access.ViewerAccess, BaseView):
             bulk=BulkForm(formdata=None),
             rows=result.rows,
             has_more=result.has_more,
-            total=storage.count_messages(where),
+            total=total,
             page=page,
             page_size=PAGE_SIZE,
             sort=sort,

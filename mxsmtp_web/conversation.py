@@ -1,0 +1,375 @@
+"""What a received message is in a conversation: its kind, its new text, its parents.
+
+Pure functions over a ``ParsedMail`` (and the raw bytes where the parsed value does not
+carry enough): no Flask, no database. None of them raises on odd mail: they run on every
+message that arrives.
+
+- :func:`classify` tells a person's reply from an auto-reply (RFC 3834), a bounce (RFC 3464
+  delivery status notification) and a plain message.
+- :func:`reply_text` keeps what the sender wrote, without quoted history and signature. The
+  quoted history is found by ``mail-parser-reply`` (headers of the common clients in many
+  languages); the header lines it misses, HTML bodies and signatures are handled here.
+- :func:`references` lists the message ids a message answers, nearest parent first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import Message
+from html.parser import HTMLParser
+from typing import Literal
+
+from mailparser_reply.parser import EmailMessage
+
+from .parsing import ParsedMail
+
+KindName = Literal["reply", "auto_reply", "bounce", "message"]
+
+#: Only the start of a body is searched for the new text: replies are written on top, and
+#: the regular expressions must stay fast on a 10 MB body.
+MAX_ANALYSED_CHARS = 100_000
+#: Header languages handed to mail-parser-reply (it always adds English).
+REPLY_LANGUAGES = ("en", "de", "fr", "es", "nl", "it")
+#: A closing ("Best regards,") ends the text only if at most this many lines follow it.
+MAX_SIGNATURE_LINES = 8
+
+# RFC 3834 5: "Precedence" is not standard but widely set by responders and list software.
+_AUTO_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
+_AUTO_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder")
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:out of (?:the )?office|automatic reply|auto[- ]?reply|autoreply|"
+    r"abwesenheitsnotiz|automatische antwort|abwesend|"
+    r"absence|r[ée]ponse automatique|"
+    r"respuesta autom[áa]tica|fuera de la oficina|"
+    r"afwezigheidsmelding|automatisch antwoord|niet aanwezig)\b",
+    re.IGNORECASE,
+)
+# Re (most), AW (de), SV (sv/da/no), Antw (nl), Réf (fr), RIF (it), VS (fi), Odp (pl).
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:re|aw|sv|antw|antwort|r[ée]f|rif|vs|odp)\s*(?:\[\d+\]|\(\d+\))?\s*:",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class BounceInfo:
+    """The first failed recipient of a delivery status notification, as the MTA reported it:
+    `recipient` without its ``rfc822;`` type, `status` like ``5.1.1``, `diagnostic` the
+    remote server's answer without its ``smtp;`` type. Any of them may be None."""
+
+    recipient: str | None
+    status: str | None
+    diagnostic: str | None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a message is. `bounce` is set only for ``kind == "bounce"``; `reason` says which
+    signal decided, for logs and for people wondering why."""
+
+    kind: KindName
+    reason: str
+    bounce: BounceInfo | None = None
+
+
+def classify(parsed: ParsedMail, raw: bytes, reply_ref: str | None = None) -> Kind:
+    """Bounce, then auto-reply, then reply, else message. An auto-reply also carries
+    In-Reply-To, and a bounce is often marked Auto-Submitted, so the order matters.
+    `reply_ref` is the ref of a valid reply address the message was sent to, if any."""
+    bounce = _bounce(parsed, raw)
+    if bounce is not None:
+        return bounce
+    auto = _auto_reply_reason(parsed)
+    if auto:
+        return Kind("auto_reply", auto)
+    if reply_ref is not None:
+        return Kind("reply", "sent to a reply address")
+    if parsed.in_reply_to or parsed.references:
+        return Kind("reply", "In-Reply-To/References")
+    if _REPLY_SUBJECT.match(parsed.subject):
+        return Kind("reply", "subject")
+    return Kind("message", "no sign of a reply")
+
+
+def references(parsed: ParsedMail) -> list[str]:
+    """The message ids this message answers, nearest parent first, each once: In-Reply-To,
+    then References from its end (RFC 5322 3.6.4 lists ancestors oldest first)."""
+    found: list[str] = []
+    for message_id in (parsed.in_reply_to, *reversed(parsed.references)):
+        if message_id and message_id not in found:
+            found.append(message_id)
+    return found
+
+
+# --- kinds ------------------------------------------------------------------------------
+
+
+def _header(parsed: ParsedMail, name: str) -> str | None:
+    return next((value for key, value in parsed.headers if key.lower() == name), None)
+
+
+def _auto_reply_reason(parsed: ParsedMail) -> str | None:
+    submitted = (_header(parsed, "auto-submitted") or "").split(";")[0].strip().lower()
+    if submitted and submitted != "no":
+        return f"Auto-Submitted: {submitted}"
+    for name in _AUTO_HEADERS:
+        if _header(parsed, name) is not None:
+            return f"{name} header"
+    precedence = (_header(parsed, "precedence") or "").strip().lower()
+    if precedence in _AUTO_PRECEDENCE:
+        return f"Precedence: {precedence}"
+    if _AUTO_SUBJECT.match(parsed.subject):
+        return "out-of-office subject"
+    return None
+
+
+def _bounce(parsed: ParsedMail, raw: bytes) -> Kind | None:
+    """A DSN (RFC 3464 in a RFC 6522 multipart/report), or Exim's X-Failed-Recipients."""
+    try:
+        message = message_from_bytes(raw, policy=policy.compat32)
+        if _is_delivery_report(message):
+            return Kind("bounce", "delivery status notification", _delivery_status(message))
+    except Exception:  # malformed MIME: it is then not a DSN we can read
+        pass
+    failed = _header(parsed, "x-failed-recipients")
+    if failed:
+        recipient = failed.split(",")[0].strip() or None
+        return Kind("bounce", "X-Failed-Recipients", BounceInfo(recipient, None, None))
+    return None
+
+
+def _is_delivery_report(message: Message) -> bool:
+    report_type = (message.get_param("report-type") or "").lower()
+    return message.get_content_type() == "multipart/report" and report_type == "delivery-status"
+
+
+def _delivery_status(message: Message) -> BounceInfo:
+    """The first recipient block that failed (else the first one) of the delivery-status."""
+    blocks = [
+        block
+        for part in message.walk()
+        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
+        for block in _status_blocks(part)
+    ]
+    recipients = [b for b in blocks if b.get("final-recipient") or b.get("original-recipient")]
+    failed = [b for b in recipients if str(b.get("action", "")).strip().lower() == "failed"]
+    block = (failed or recipients or [None])[0]
+    if block is None:
+        return BounceInfo(None, None, None)
+    recipient = _typed_value(block.get("original-recipient") or block.get("final-recipient"))
+    return BounceInfo(
+        recipient=recipient,
+        status=_typed_value(block.get("status"), typed=False),
+        diagnostic=_typed_value(block.get("diagnostic-code")),
+    )
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [block for block in payload if isinstance(block, Message)]
+    return []
+
+
+def _typed_value(value: object, typed: bool = True) -> str | None:
+    """``rfc822; a@b`` -> ``a@b`` and ``smtp; 550 ...`` -> ``550 ...``, unfolded."""
+    text = " ".join(str(value or "").split())
+    if typed and ";" in text:
+        text = text.split(";", 1)[1].strip()
+    return text or None
+
+
+# --- the new text of a reply --------------------------------------------------------------
+
+
+def reply_text(text: str | None, html: str | None) -> str | None:
+    """What the sender wrote on top, without quoted history and signature. Uses the text
+    body, else the HTML body turned into text (quote containers cut off). None when the
+    message has neither; "" when everything in it was quoted."""
+    if text is not None and text.strip():
+        body = text
+    elif html is not None:
+        body = html_to_text(html)
+    else:
+        return None if text is None else ""
+    return _strip_reply(body[:MAX_ANALYSED_CHARS])
+
+
+def _strip_reply(body: str) -> str:
+    body = body.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    body = body.replace("\ufeff", "").replace("\u202f", " ")
+    message = EmailMessage(text=body, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True)
+    first = message.read().replies[0]
+    lines = first.content.replace(first.headers or "", "", 1).split("\n")
+    lines = _cut_quote_headers(lines)
+    lines = _cut_trailing_quote(lines)
+    lines = _cut_signature(lines)
+    return "\n".join(lines).strip()
+
+
+_ATTRIBUTION = re.compile(
+    r"^>?\s*(?:"
+    r"on\s.{4,300}\swrote\s?:"  # en: On Mon, 6 Jan 2025, Jane <j@x> wrote:
+    r"|am\s.{4,300}\sschrieb\s?.{0,300}:"  # de: Am 06.01.25 um 10:15 schrieb Jane:
+    r"|le\s.{4,300}\sa\s[ée]crit\s?:"  # fr: Le 6 janv. 2025 à 10:15, Jane a écrit :
+    r"|el\s.{4,300}\sescribi[óo]\s?:"  # es: El lun, 6 ene 2025, Ana (<a@x>) escribió:
+    r"|op\s.{4,300}\s(?:schreef\s?.{0,300}|het\svolgende\sgeschreven)\s?:"  # nl
+    r"|il\s.{4,300}\sha\sscritto\s?:"  # it
+    r")$",
+    re.IGNORECASE,
+)
+#: Mail clients wrap a long attribution line ("On ... <\nname@example.com> wrote:").
+_ATTRIBUTION_MAX_LINES = 3
+
+
+def _cut_quote_headers(lines: list[str]) -> list[str]:
+    """Cut at an attribution line the library missed (Dutch "schreef NAME:", wrapped ones)."""
+    for start in range(len(lines)):
+        if not lines[start].strip():
+            continue
+        joined = ""
+        for line in lines[start : start + _ATTRIBUTION_MAX_LINES]:
+            joined = f"{joined} {line.strip().lstrip('>').strip()}".strip()
+            if _ATTRIBUTION.match(joined):
+                return lines[:start]
+    return lines
+
+
+def _cut_trailing_quote(lines: list[str]) -> list[str]:
+    """Drop the ``>`` block at the end; quotes with answers in between stay (inline replies)."""
+    end = len(lines)
+    while end and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith(">")):
+        end -= 1
+    return lines[:end]
+
+
+_SIG_DASHES = re.compile(r"^--\s*$")  # RFC 3676 4.3: "-- " alone; clients drop the space
+_SEPARATOR = re.compile(r"^\s*_{16,}\s*$")  # Outlook's line above the quoted header
+_SENT_FROM = re.compile(
+    r"^\s*(?:sent from (?:my|mail for|outlook)|sent with|get outlook for|"
+    r"von meinem .{1,40} gesendet|gesendet von|gesendet mit|"
+    r"envoy[ée] (?:de|depuis) (?:mon|ma|l)|"
+    r"enviado (?:desde|con) (?:mi|el)|"
+    r"verzonden (?:vanaf|met|vanuit) |verstuurd (?:vanaf|vanuit|met) )",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"^\s*(?:best(?: regards| wishes)?|kind regards|warm regards|regards|cheers|"
+    r"many thanks|thanks(?: again| a lot| and regards)?|thank you|all the best|"
+    r"mit freundlichen gr(?:ü|ue)(?:ß|ss)en|(?:viele|beste|liebe|herzliche|sch(?:ö|oe)ne) "
+    r"gr(?:ü|ue)(?:ß|ss)e|gr(?:ü|ue)(?:ß|ss)e|gru(?:ß|ss)|mfg|lg|vg|"
+    r"cordialement|bien cordialement|bien (?:à|a) vous|salutations|bonne journ[ée]e|"
+    r"un saludo|saludos(?: cordiales)?|atentamente|un abrazo|"
+    r"met vriendelijke groet(?:en)?|vriendelijke groet(?:en)?|hartelijke groet(?:en)?|"
+    r"groet(?:en|jes)?|mvg)\s*[,.!]?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _cut_signature(lines: list[str]) -> list[str]:
+    """Cut at sig dashes, an Outlook separator, a "Sent from my ..." line, or a closing
+    line that only a few lines follow (a closing mid-text is kept: "Thanks!\\n\\nAlso ...")."""
+    for index, line in enumerate(lines):
+        if _SIG_DASHES.match(line) or _SEPARATOR.match(line):
+            return lines[:index]
+        if _SENT_FROM.match(line) and len(line.split()) <= 10:
+            return lines[:index]
+        if index and _CLOSING.match(line) and _short_tail(lines[index + 1 :]):
+            return lines[:index]
+    return lines
+
+
+def _short_tail(lines: list[str]) -> bool:
+    return sum(1 for line in lines if line.strip()) <= MAX_SIGNATURE_LINES
+
+
+# --- HTML to text -------------------------------------------------------------------------
+
+_BLOCKS = frozenset(
+    "address article aside div dl dt dd figure footer form h1 h2 h3 h4 h5 h6 header li "
+    "main nav ol p pre section table tr ul".split()
+)
+_SKIPPED = frozenset({"head", "script", "style", "title", "template"})
+_VOID = frozenset("area base br col embed hr img input link meta source track wbr".split())
+#: Containers that hold the quoted history (or the signature) in the common clients.
+_QUOTE_CLASSES = frozenset(
+    {"gmail_quote", "gmail_quote_container", "gmail_signature", "moz-cite-prefix",
+     "moz-signature", "yahoo_quoted", "outlookmessageheader", "protonmail_quote"}
+)  # fmt: skip
+_QUOTE_IDS = frozenset(
+    {"divrplyfwdmsg", "appendonsend", "mail-editor-reference-message-container",
+     "ms-outlook-mobile-signature", "signature"}
+)  # fmt: skip
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML body, one line per block, stopping where the quoted history
+    starts (a blockquote, Gmail's and Thunderbird's quote divs, Outlook's reply header)."""
+    converter = _HtmlText()
+    try:
+        converter.feed(html[: MAX_ANALYSED_CHARS * 4])
+        converter.close()
+    except Exception:  # html.parser is lenient, but the contract is "never raises"
+        pass
+    return converter.text()
+
+
+class _HtmlText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self._out: list[str] = []
+        self._skip_depth = 0
+        self._pre_depth = 0
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self._done:
+            return
+        if tag in _SKIPPED:
+            self._skip_depth += 1
+        elif _starts_quote(tag, dict(attrs)):
+            self._done = True
+        elif tag == "br":
+            self._out.append("\n")
+        elif tag == "hr":
+            self._newline()
+            self._out.append("_" * 32 + "\n")
+        elif tag in _BLOCKS:
+            self._newline()
+            self._pre_depth += tag == "pre"
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._done:
+            return
+        if tag in _SKIPPED:
+            self._skip_depth = max(0, self._skip_depth - 1)
+        elif tag in _BLOCKS:
+            self._newline()
+            self._pre_depth = max(0, self._pre_depth - (tag == "pre"))
+
+    def handle_data(self, data: str) -> None:
+        if self._done or self._skip_depth:
+            return
+        self._out.append(data if self._pre_depth else re.sub(r"\s+", " ", data))
+
+    def _newline(self) -> None:
+        if self._out and not self._out[-1].endswith("\n"):
+            self._out.append("\n")
+
+    def text(self) -> str:
+        lines = [line.strip() for line in "".join(self._out).split("\n")]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _starts_quote(tag: str, attrs: dict[str, str | None]) -> bool:
+    if tag == "blockquote":
+        return True
+    classes = set((attrs.get("class") or "").lower().split())
+    return bool(classes & _QUOTE_CLASSES) or (attrs.get("id") or "").lower() in _QUOTE_IDS
