@@ -200,13 +200,35 @@ def reply_text(text: str | None, html: str | None) -> str | None:
 def _strip_reply(body: str) -> str:
     body = body.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
     body = body.replace("\ufeff", "").replace("\u202f", " ")
-    message = EmailMessage(text=body, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True)
+    shielded, originals = _shield_long_lines(body)
+    message = EmailMessage(text=shielded, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True)
     first = message.read().replies[0]
-    lines = first.content.replace(first.headers or "", "", 1).split("\n")
+    content = first.content.replace(first.headers or "", "", 1)
+    lines = [originals.get(line, line).strip() for line in content.split("\n")]
     lines = _cut_quote_headers(lines)
     lines = _cut_trailing_quote(lines)
     lines = _cut_signature(lines)
     return "\n".join(lines).strip()
+
+
+#: mail-parser-reply's "On ... wrote:" patterns take time quadratic in the length of a line
+#: that starts like one: such lines, and any very long line, are hidden from it.
+_MAX_LINE = 1000
+_MAX_TRIGGER_LINE = 200
+_TRIGGER = re.compile(r"^[>\s]*(?:on|op|il|am|le|el)\s", re.IGNORECASE)
+
+
+def _shield_long_lines(body: str) -> tuple[str, dict[str, str]]:
+    """The body with long lines replaced by placeholders, and the lines to put back."""
+    originals: dict[str, str] = {}
+    lines = body.split("\n")
+    for index, line in enumerate(lines):
+        limit = _MAX_TRIGGER_LINE if _TRIGGER.match(line) else _MAX_LINE
+        if len(line) > limit:
+            placeholder = f"mxsmtp-long-line-{index}"
+            originals[placeholder] = line
+            lines[index] = placeholder
+    return "\n".join(lines), originals
 
 
 _ATTRIBUTION = re.compile(

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -85,7 +86,7 @@ class GroupCommitWriter:
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
                 for job, future in batch:
                     outcomes.append((future, *self._run_job(connection, job)))
-        except SQLAlchemyError as error:  # the commit itself failed: nobody is stored
+        except (SQLAlchemyError, sqlite3.Error) as error:  # the commit failed: nobody is stored
             log.error("group commit of %d job(s) failed: %s", len(batch), error)
             self._reset()
             for _, future in batch:
@@ -99,14 +100,20 @@ class GroupCommitWriter:
 
     @staticmethod
     def _run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | None]:
+        """Run `job` in a savepoint of its own: a failure undoes only this job."""
+        driver = connection.connection.driver_connection
+        driver.execute("SAVEPOINT job")
         try:
-            with connection.begin_nested():
-                return job(connection), None
-        except SQLAlchemyError as error:
-            return None, storage_error(error)
-        except Exception as error:  # a bug in one job must not stop the writer
-            log.exception("write job failed")
+            value = job(connection)
+        except Exception as error:
+            driver.execute("ROLLBACK TO job")
+            driver.execute("RELEASE job")
+            if isinstance(error, SQLAlchemyError | sqlite3.Error):
+                return None, storage_error(error)
+            log.exception("write job failed")  # a bug in one job must not stop the writer
             return None, error
+        driver.execute("RELEASE job")
+        return value, None
 
     def _connect(self) -> Connection:
         """A connection whose driver leaves transactions to us (pysqlite would otherwise

@@ -51,9 +51,7 @@ from . import (
 from .settings import machine_fqdn
 
 #: What a ref may contain; its size sets how densely refs pack into the token.
-REF_ALPHABET = (
-    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_."  # 66 symbols
-)
+REF_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_."  # 66 symbols
 MAX_REF_LENGTH = 32
 #: The fixed word before the separator: ``reply+TOKEN``.
 LOCAL_PREFIX = "reply"

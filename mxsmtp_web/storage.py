@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, column, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, column, delete, func, or_, select, update
 from sqlalchemy import text as sql_text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -96,7 +97,7 @@ class PurgeResult:
     bytes: int
 
 
-def storage_error(error: SQLAlchemyError) -> StorageUnavailable:
+def storage_error(error: Exception) -> StorageUnavailable:
     """The storage error an SQLAlchemy error means for the sender: full, or try again later."""
     detail = str(getattr(error, "orig", None) or error)
     if "full" in detail.lower():
@@ -111,7 +112,7 @@ def _transaction() -> Iterator[None]:
     try:
         yield
         db.session.commit()
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, sqlite3.Error) as error:
         db.session.rollback()
         raise storage_error(error) from error
 
@@ -144,7 +145,10 @@ def insert_message(
 ) -> int:
     """Write one message (summary, raw bytes, parts) on `connection`, inside the caller's
     transaction; returns its id. With `body_parsed=False`, `parsed` holds only the header
-    block and `store_body` completes the message later."""
+    block and `store_body` completes the message later.
+
+    This is the listener's hot path: statements go to the driver directly, prepared once
+    (sqlite3 caches them), without SQLAlchemy's per-statement work."""
     row = {
         **_summary_values(parsed),
         "status": status.value,
@@ -157,12 +161,13 @@ def insert_message(
         "size": len(raw),
         "hook_log": json.dumps(list(hook_log)),
         "parsed": body_parsed,
-        "received_at": utcnow(),
+        "seen": False,
+        "received_at": _sql_datetime(utcnow()),
     }
-    result = connection.execute(insert(Message).values(row))
-    message_id = result.inserted_primary_key[0]
-    connection.execute(insert(MessageRaw).values(message_id=message_id, data=raw))
-    _insert_parts(connection, message_id, parsed.attachments)
+    driver = _driver(connection)
+    message_id = driver.execute(_INSERT_MESSAGE, row).lastrowid
+    driver.execute(_INSERT_RAW, (message_id, raw))
+    _insert_parts(driver, message_id, parsed.attachments)
     return message_id
 
 
@@ -171,12 +176,64 @@ def store_body(
 ) -> None:
     """Complete a message stored with only its header block: bodies, parts, the summary as the
     full parse reads it."""
-    connection.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.parsed.is_(False))
-        .values(**_summary_values(parsed), html_body=html_body, parsed=True)
-    )
-    _insert_parts(connection, message_id, parsed.attachments)
+    driver = _driver(connection)
+    values = {**_summary_values(parsed), "html_body": html_body, "id": message_id}
+    if driver.execute(_STORE_BODY, values).rowcount:
+        _insert_parts(driver, message_id, parsed.attachments)
+
+
+_MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
+_QUOTED_COLUMNS = ", ".join('"' + name + '"' for name in _MESSAGE_COLUMNS)
+_INSERT_MESSAGE = (
+    f"INSERT INTO message ({_QUOTED_COLUMNS}) "
+    f"VALUES ({', '.join(':' + name for name in _MESSAGE_COLUMNS)})"
+)
+_INSERT_RAW = "INSERT INTO message_raw (message_id, data) VALUES (?, ?)"
+_BODY_COLUMNS = (
+    "subject",
+    "from_header",
+    "to_header",
+    "cc_header",
+    "date_header",
+    "message_id",
+    "in_reply_to",
+    "references",
+    "headers",
+    "text_body",
+    "attachment_count",
+    "defects",
+    "html_body",
+)
+_STORE_BODY = (
+    "UPDATE message SET "
+    + ", ".join(f'"{name}" = :{name}' for name in _BODY_COLUMNS)
+    + ", parsed = 1 WHERE id = :id AND parsed = 0"
+)
+_ATTACHMENT_COLUMNS = (
+    "message_id",
+    "position",
+    "filename",
+    "content_type",
+    "content_id",
+    "disposition",
+    "size",
+    "sha256",
+    "data",
+)
+_INSERT_ATTACHMENT = (
+    f"INSERT INTO attachment ({', '.join(_ATTACHMENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_ATTACHMENT_COLUMNS))})"
+)
+
+
+def _driver(connection: Connection) -> Any:
+    """The sqlite3 connection under a SQLAlchemy connection, for the hot statements."""
+    return connection.connection.driver_connection
+
+
+def _sql_datetime(value: datetime | None) -> str | None:
+    """The text form SQLAlchemy's SQLite DateTime reads and writes (and sorts by)."""
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def unparsed_messages(limit: int = 1000) -> list[int]:
@@ -191,7 +248,7 @@ def _summary_values(parsed: ParsedMail) -> dict:
         "from_header": parsed.from_,
         "to_header": json.dumps(list(parsed.to)),
         "cc_header": json.dumps(list(parsed.cc)),
-        "date_header": _naive_utc(parsed.date),
+        "date_header": _sql_datetime(_naive_utc(parsed.date)),
         "message_id": parsed.message_id,
         "in_reply_to": parsed.in_reply_to,
         "references": json.dumps(list(parsed.references)),
@@ -202,23 +259,23 @@ def _summary_values(parsed: ParsedMail) -> dict:
     }
 
 
-def _insert_parts(connection: Connection, message_id: int, parts: Sequence[ParsedPart]) -> None:
+def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> None:
     if not parts:
         return
-    connection.execute(
-        insert(Attachment),
+    driver.executemany(
+        _INSERT_ATTACHMENT,
         [
-            {
-                "message_id": message_id,
-                "position": position,
-                "filename": part.filename,
-                "content_type": part.content_type,
-                "content_id": part.content_id,
-                "disposition": part.disposition,
-                "size": len(part.data),
-                "sha256": hashlib.sha256(part.data).hexdigest(),
-                "data": part.data,
-            }
+            (
+                message_id,
+                position,
+                part.filename,
+                part.content_type,
+                part.content_id,
+                part.disposition,
+                len(part.data),
+                hashlib.sha256(part.data).hexdigest(),
+                part.data,
+            )
             for position, part in enumerate(parts)
         ],
     )
