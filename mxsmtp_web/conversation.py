@@ -29,9 +29,9 @@ KindName = Literal["reply", "auto_reply", "bounce", "message"]
 
 #: Only the start of a body is searched for the new text: replies are written on top, and
 #: the regular expressions must stay fast on a 10 MB body.
-MAX_ANALYSED_CHARS = 100_000
+MAX_ANALYSED_CHARS = 50_000
 #: Header languages handed to mail-parser-reply (it always adds English).
-REPLY_LANGUAGES = ("en", "de", "fr", "es", "nl", "it")
+REPLY_LANGUAGES = ("en", "de", "fr", "es", "nl")
 #: A closing ("Best regards,") ends the text only if at most this many lines follow it.
 MAX_SIGNATURE_LINES = 8
 
@@ -194,7 +194,10 @@ def reply_text(text: str | None, html: str | None) -> str | None:
         body = html_to_text(html)
     else:
         return None if text is None else ""
-    return _strip_reply(body[:MAX_ANALYSED_CHARS])
+    try:
+        return _strip_reply(body[:MAX_ANALYSED_CHARS])
+    except Exception:  # a library bug must not lose the message: keep the whole text
+        return body.strip()
 
 
 def _strip_reply(body: str) -> str:
@@ -211,52 +214,67 @@ def _strip_reply(body: str) -> str:
     return "\n".join(lines).strip()
 
 
-#: mail-parser-reply's "On ... wrote:" patterns take time quadratic in the length of a line
-#: that starts like one: such lines, and any very long line, are hidden from it.
+#: mail-parser-reply's "On ... wrote:" patterns take time quadratic (or worse) in the length
+#: of a line that starts like one. Such lines are hidden from it unless they could be one
+#: (short, and ending in ":" there or on the next line), and so is any very long line.
 _MAX_LINE = 1000
-_MAX_TRIGGER_LINE = 200
-_TRIGGER = re.compile(r"^[>\s]*(?:on|op|il|am|le|el)\s", re.IGNORECASE)
+_MAX_TRIGGER_LINE = 120
+_TRIGGER = re.compile(r"^[>\s]*(?:on|op|il|am|le|el|dne|den|dnia)\s", re.IGNORECASE)
 
 
 def _shield_long_lines(body: str) -> tuple[str, dict[str, str]]:
-    """The body with long lines replaced by placeholders, and the lines to put back."""
+    """The body with such lines replaced by placeholders, and the lines to put back."""
     originals: dict[str, str] = {}
     lines = body.split("\n")
     for index, line in enumerate(lines):
-        limit = _MAX_TRIGGER_LINE if _TRIGGER.match(line) else _MAX_LINE
-        if len(line) > limit:
+        if len(line) > _MAX_LINE or (_TRIGGER.match(line) and not _may_attribute(lines, index)):
             placeholder = f"mxsmtp-long-line-{index}"
             originals[placeholder] = line
             lines[index] = placeholder
     return "\n".join(lines), originals
 
 
-_ATTRIBUTION = re.compile(
-    r"^>?\s*(?:"
-    r"on\s.{4,300}\swrote\s?:"  # en: On Mon, 6 Jan 2025, Jane <j@x> wrote:
-    r"|am\s.{4,300}\sschrieb\s?.{0,300}:"  # de: Am 06.01.25 um 10:15 schrieb Jane:
-    r"|le\s.{4,300}\sa\s[ée]crit\s?:"  # fr: Le 6 janv. 2025 à 10:15, Jane a écrit :
-    r"|el\s.{4,300}\sescribi[óo]\s?:"  # es: El lun, 6 ene 2025, Ana (<a@x>) escribió:
-    r"|op\s.{4,300}\s(?:schreef\s?.{0,300}|het\svolgende\sgeschreven)\s?:"  # nl
-    r"|il\s.{4,300}\sha\sscritto\s?:"  # it
-    r")$",
-    re.IGNORECASE,
+def _may_attribute(lines: list[str], index: int) -> bool:
+    following = lines[index + 1].rstrip() if index + 1 < len(lines) else ""
+    return len(lines[index]) <= _MAX_TRIGGER_LINE and (
+        lines[index].rstrip().endswith(":") or following.endswith(":")
+    )
+
+
+#: Attribution lines above a quote: (how it starts, how it ends or what it holds), compared
+#: in lower case with whitespace collapsed and " :" (French typography) as ":".
+_ATTRIBUTIONS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("on ", (" wrote:",), ()),  # en: On Mon, 6 Jan 2025, Jane <j@x> wrote:
+    ("am ", (" schrieb:",), (" schrieb ",)),  # de: Am 06.01.25 um 10:15 schrieb Jane:
+    ("le ", (" a écrit:", " a ecrit:"), ()),  # fr: Le 6 janv. 2025 à 10:15, Jane a écrit :
+    ("el ", (" escribió:", " escribio:"), ()),  # es: El lun, 6 ene 2025, Ana escribió:
+    ("op ", (" schreef:", " het volgende geschreven:"), (" schreef ",)),  # nl
+    ("il ", (" ha scritto:",), ()),  # it
 )
 #: Mail clients wrap a long attribution line ("On ... <\nname@example.com> wrote:").
 _ATTRIBUTION_MAX_LINES = 3
+_ATTRIBUTION_MAX_CHARS = 400
 
 
 def _cut_quote_headers(lines: list[str]) -> list[str]:
     """Cut at an attribution line the library missed (Dutch "schreef NAME:", wrapped ones)."""
     for start in range(len(lines)):
-        if not lines[start].strip():
-            continue
         joined = ""
         for line in lines[start : start + _ATTRIBUTION_MAX_LINES]:
             joined = f"{joined} {line.strip().lstrip('>').strip()}".strip()
-            if _ATTRIBUTION.match(joined):
+            if _is_attribution(joined):
                 return lines[:start]
     return lines
+
+
+def _is_attribution(line: str) -> bool:
+    if len(line) > _ATTRIBUTION_MAX_CHARS or not line.endswith(":"):
+        return False
+    line = " ".join(line.lower().split()).replace(" :", ":")
+    return any(
+        line.startswith(start) and (line.endswith(ends) or any(word in line for word in holds))
+        for start, ends, holds in _ATTRIBUTIONS
+    )
 
 
 def _cut_trailing_quote(lines: list[str]) -> list[str]:
