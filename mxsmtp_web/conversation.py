@@ -378,7 +378,7 @@ class _HtmlText(HTMLParser):
             self._out.append("_" * 32 + "\n")
         elif tag in _BLOCKS:
             self._newline()
-            self._pre_depth += tag == "pre"
+            self._pre_depth += 1 if tag == "pre" else 0
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -392,7 +392,7 @@ class _HtmlText(HTMLParser):
             self._skip_depth = max(0, self._skip_depth - 1)
         elif tag in _BLOCKS:
             self._newline()
-            self._pre_depth = max(0, self._pre_depth - (tag == "pre"))
+            self._pre_depth = max(0, self._pre_depth - (1 if tag == "pre" else 0))
 
     def handle_data(self, data: str) -> None:
         if self._done or self._skip_depth:

@@ -13,7 +13,7 @@ whoever holds the address can decode it, but nobody can change it without the ke
 
 Limits: a ref is 1 to ``MAX_REF_LENGTH`` (32) characters from ``REF_ALPHABET`` (letters,
 digits and ``: - _ .``); anything else raises ``ValueError``. The longest ref with an expiry
-gives a 62-octet local part (RFC 5321 4.5.3.1.1 allows 64); ``ticket:42`` gives 35.
+gives a 62-octet local part (RFC 5321 4.5.3.1.1 allows 64); ``ticket:42`` gives 35 or 36.
 
 Rotating the secret
 -------------------
@@ -98,6 +98,16 @@ def read_reply_address(address: str) -> str | None:
         return read_token(token, _known_keys(instance))
     except Exception:  # the contract is "never raises": an unreadable key is not our address
         return None
+
+
+def looks_like_reply_address(address: str) -> bool:
+    """Whether `address` has the ``reply+`` shape, valid or not: with `read_reply_address`
+    a recipient hook tells a forged or expired reply address (refuse it) from any other
+    recipient. Never raises."""
+    try:
+        return _token_of(address, _separator(_stored_settings(instance_folder()))) is not None
+    except Exception:
+        return False
 
 
 def instance_folder() -> Path:
