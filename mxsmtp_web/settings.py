@@ -64,6 +64,17 @@ class Settings:
     hook_timeout: float = 10.0
     listener_enabled: bool = True
     retention_days: int = 0
+    max_sessions: int = 100
+    max_sessions_per_peer: int = 10
+    idle_timeout: int = 300
+    session_timeout: int = 1800
+    max_errors: int = 10
+    max_header_size: int = 256 * 1024
+    max_mime_parts: int = 500
+    max_mime_depth: int = 30
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    require_tls: bool = False
     revision: int = field(default=0, compare=False)
 
     @property
@@ -138,6 +149,13 @@ def _parse_xss_level(text: str) -> str:
     return value
 
 
+def _parse_path(text: str) -> str:
+    value = text.strip()
+    if value == "" or (value.startswith("/") and "\x00" not in value):
+        return value
+    raise ValueError("an absolute path to a PEM file, or empty")
+
+
 def _parse_hook(text: str) -> str:
     value = text.strip()
     if value == "" or _HOOK_SPEC.match(value):
@@ -205,6 +223,57 @@ SPECS: dict[str, SettingSpec] = {
         SettingSpec("hook_timeout", _parse_timeout, "Seconds a hook may run before 451 4.3.0."),
         SettingSpec(
             "listener_enabled", _parse_bool, "Whether the SMTP listener accepts connections."
+        ),
+        SettingSpec(
+            "max_sessions",
+            _parse_int(1, 100_000),
+            "Most SMTP sessions open at once; more get 421 4.7.0.",
+        ),
+        SettingSpec(
+            "max_sessions_per_peer",
+            _parse_int(1, 100_000),
+            "Most SMTP sessions open at once from one address; more get 421 4.7.0.",
+        ),
+        SettingSpec(
+            "idle_timeout",
+            _parse_int(5, 86_400),
+            "Seconds a session may wait between commands (RFC 5321 asks for 5 minutes).",
+        ),
+        SettingSpec(
+            "session_timeout",
+            _parse_int(10, 86_400),
+            "Seconds a whole session may last, however busy; then 421 4.4.2.",
+        ),
+        SettingSpec(
+            "max_errors",
+            _parse_int(1, 10_000),
+            "Refused recipients and bad commands a session may have before it is closed (421).",
+        ),
+        SettingSpec(
+            "max_header_size",
+            _parse_int(1024, 64 * 1024 * 1024),
+            "Largest header block accepted, in bytes; larger messages get 552 5.3.4.",
+        ),
+        SettingSpec(
+            "max_mime_parts",
+            _parse_int(1, 1_000_000),
+            "Most MIME parts in one message; more get 554 5.6.0.",
+        ),
+        SettingSpec(
+            "max_mime_depth",
+            _parse_int(1, 1000),
+            "Deepest MIME nesting accepted; deeper gets 554 5.6.0.",
+        ),
+        SettingSpec(
+            "tls_cert_file",
+            _parse_path,
+            "PEM certificate (chain) for STARTTLS, offered when this and the key are set.",
+        ),
+        SettingSpec("tls_key_file", _parse_path, "PEM private key for STARTTLS."),
+        SettingSpec(
+            "require_tls",
+            _parse_bool,
+            "Refuse MAIL FROM before STARTTLS (530 5.7.0); needs the certificate and key.",
         ),
         SettingSpec(
             "retention_days",

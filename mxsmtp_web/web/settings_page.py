@@ -35,7 +35,24 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Limits",
         "Senders above a limit get a clear refusal instead of a stored message.",
-        ("max_message_size", "max_recipients"),
+        (
+            "max_message_size",
+            "max_recipients",
+            "max_sessions",
+            "max_sessions_per_peer",
+            "idle_timeout",
+            "session_timeout",
+            "max_errors",
+            "max_header_size",
+            "max_mime_parts",
+            "max_mime_depth",
+        ),
+    ),
+    (
+        "TLS",
+        "STARTTLS encrypts mail on its way in. Give a PEM certificate and key readable by this "
+        "process; the certificate's name should be the host name above.",
+        ("tls_cert_file", "tls_key_file", "require_tls"),
     ),
     (
         "Hooks",
@@ -74,6 +91,18 @@ HELP = {
     "max_message_size": "In bytes (10485760 is 10 MiB); advertised to senders with SIZE.",
     "max_recipients": "Recipients past this number get 452 4.5.3 and are sent again by the "
     "sender in another message.",
+    "max_sessions": "Sessions past this number are told 421 4.7.0 and try again later.",
+    "max_sessions_per_peer": "Keeps one sender from taking every session; 421 4.7.0 past it.",
+    "idle_timeout": "Seconds of silence before a session is closed (RFC 5321: 5 minutes).",
+    "session_timeout": "A session is closed after this many seconds, however busy.",
+    "max_errors": "After this many refused recipients or bad commands the session is closed "
+    "(421), so guessing addresses gets nowhere.",
+    "max_header_size": "Bytes of header block at most; a crafted header cannot take memory.",
+    "max_mime_parts": "MIME parts at most; more are refused with 554 5.6.0.",
+    "max_mime_depth": "MIME nesting at most; deeper is refused with 554 5.6.0.",
+    "tls_cert_file": "Absolute path of the PEM certificate (with its chain).",
+    "tls_key_file": "Absolute path of the PEM private key.",
+    "require_tls": "Refuse MAIL FROM with 530 5.7.0 until the client has used STARTTLS.",
     "sender_hook": "check_sender(sender, session) — runs at MAIL FROM with the envelope "
     'sender ("" for bounces) and the session (peer address, HELO name, TLS).',
     "recipient_hook": "check_recipient(recipient, sender, session) — runs at each RCPT TO; "
@@ -102,6 +131,19 @@ class SettingsForm(FlaskForm):
     double_bounce_address = StringField("Double-bounce address")
     max_message_size = StringField("Largest message (bytes)", render_kw=_NUMBER_INPUT)
     max_recipients = StringField("Most recipients per message", render_kw=_NUMBER_INPUT)
+    max_sessions = StringField("Most sessions at once", render_kw=_NUMBER_INPUT)
+    max_sessions_per_peer = StringField(
+        "Most sessions at once from one address", render_kw=_NUMBER_INPUT
+    )
+    idle_timeout = StringField("Idle timeout (seconds)", render_kw=_NUMBER_INPUT)
+    session_timeout = StringField("Longest session (seconds)", render_kw=_NUMBER_INPUT)
+    max_errors = StringField("Errors before a session is closed", render_kw=_NUMBER_INPUT)
+    max_header_size = StringField("Largest header block (bytes)", render_kw=_NUMBER_INPUT)
+    max_mime_parts = StringField("Most MIME parts", render_kw=_NUMBER_INPUT)
+    max_mime_depth = StringField("Deepest MIME nesting", render_kw=_NUMBER_INPUT)
+    tls_cert_file = StringField("Certificate file (PEM)")
+    tls_key_file = StringField("Key file (PEM)")
+    require_tls = BooleanField("Require STARTTLS before MAIL FROM")
     sender_hook = StringField("Sender hook", render_kw=_HOOK_INPUT)
     recipient_hook = StringField("Recipient hook", render_kw=_HOOK_INPUT)
     message_hook = StringField("Message hook", render_kw=_HOOK_INPUT)
