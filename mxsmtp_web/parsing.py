@@ -670,3 +670,41 @@ def parse_headers(raw: bytes) -> ParsedMail:
 
 def _plain_addresses(headers: tuple[tuple[str, str], ...], name: str) -> tuple[str, ...]:
     return _addresses_fallback([value for key, value in headers if key.lower() == name])
+
+
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
+_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})\r?$", re.MULTILINE)
+
+
+def header_block_size(raw: bytes) -> int:
+    """Bytes up to and including the blank line that ends the header block (all of `raw` if
+    there is none)."""
+    end = raw.find(b"\r\n\r\n")
+    return len(raw) if end < 0 else end + 4
+
+
+def mime_shape(raw: bytes) -> tuple[int, int]:
+    """(parts, depth) of the MIME tree, from the boundary lines alone: linear in the size of
+    the message, so bounds can be checked before any real parsing. Depth counts multipart
+    levels; parts counts body parts of all of them."""
+    boundaries = {(a or b) for a, b in _BOUNDARY.findall(raw)}
+    if not boundaries:
+        return (1, 0)
+    stack: list[bytes] = []
+    parts = depth = 0
+    for match in _DELIMITER_LINE.finditer(raw):
+        line = match.group(1).rstrip(b" \t")
+        closing = line.endswith(b"--") and line[:-2] in boundaries
+        boundary = line[:-2] if closing else line
+        if boundary not in boundaries:
+            continue
+        if boundary in stack:
+            del stack[stack.index(boundary) + 1 :]
+        else:
+            stack.append(boundary)
+        if closing:
+            stack.pop()
+            continue
+        parts += 1
+        depth = max(depth, len(stack))
+    return (max(parts, 1), depth)

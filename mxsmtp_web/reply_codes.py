@@ -18,3 +18,13 @@ TEMPORARY_FAILURE = "451 4.3.0 Temporary failure while checking this message; tr
 STORAGE_UNAVAILABLE = "451 4.3.0 Cannot store the message right now; try again later"
 STORAGE_FULL = "452 4.3.1 Insufficient system storage; try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down; try again later"
+
+TOO_MANY_SESSIONS = "421 4.7.0 Too many connections; try again later"
+TOO_MANY_SESSIONS_FROM_YOU = "421 4.7.0 Too many connections from your address; try again later"
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors in this session; closing"
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long; closing"
+SESSION_TOO_LONG = "421 4.4.2 Session lasted too long; closing"
+HEADER_TOO_LARGE = "552 5.3.4 Header block too large; the limit is {limit} bytes"
+TOO_MANY_PARTS = "554 5.6.0 Message has more than {limit} MIME parts"
+NESTED_TOO_DEEP = "554 5.6.0 MIME parts nested deeper than {limit} levels"
+TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"

@@ -10,6 +10,7 @@ not (the SMTP smuggling ambiguity).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 DOT_LINE = b".\r\n"
@@ -63,11 +64,15 @@ class _Unstuffer:
         return DataSection(content=content, too_large=self.too_large, size=self.size)
 
 
-async def read_data_section(reader: asyncio.StreamReader, limit: int) -> DataSection:
+async def read_data_section(
+    reader: asyncio.StreamReader, limit: int, progress: Callable[[], None] = lambda: None
+) -> DataSection:
     """Read up to and including the end-of-data mark; never holds more than `limit` message
-    bytes plus one chunk. Raises what the reader raises if the connection goes away."""
+    bytes plus one chunk. `progress` is called for every chunk (the idle timer: a slow but
+    steady sender is not idle). Raises what the reader raises if the connection goes away."""
     unstuffer = _Unstuffer(limit)
     while True:
+        progress()
         try:
             chunk = await reader.readuntil(DOT_LINE)
         except asyncio.LimitOverrunError as overrun:

@@ -3,11 +3,12 @@ hooks at MAIL FROM and RCPT TO and hands the message to `processing` after DATA.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
+import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -19,6 +20,7 @@ from ..hooks import SessionInfo
 from ..processing import Processor, log_entry
 from ..settings import Settings
 from .data import CHUNK_LIMIT, read_data_section
+from .limits import SessionTracker, content_refusal, counts_as_error
 
 log = logging.getLogger(__name__)
 IDENT = "mxsmtp"
@@ -31,16 +33,6 @@ class MailEnvelope(Envelope):
         super().__init__()
         self.hook_log: list[dict[str, Any]] = []
         self.probe = False  # a double-bounce verification probe: answered, never stored
-
-
-@dataclass
-class SessionTracker:
-    """Which sessions are open and which are inside DATA, so shutdown can wait for those."""
-
-    open: set[MailSMTP] = field(default_factory=set)
-
-    def busy(self) -> list[MailSMTP]:
-        return [protocol for protocol in self.open if protocol.in_data]
 
 
 def session_info(session: Session) -> SessionInfo:
@@ -111,6 +103,8 @@ class MailHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if self.settings.require_tls and not session.ssl:
+            return await self._refuse(session, envelope, "tls", reply_codes.TLS_REQUIRED)
         sender = plain_sender(address)
         declared = _declared_size(mail_options)
         if declared is not None and declared > self.settings.max_message_size:
@@ -164,7 +158,11 @@ class MailHandler:
         if envelope.probe:
             await self.processor.in_app(storage.count_probe)
             return reply_codes.PROBE_ACCEPTED
-        raw = self._received_header(session, envelope) + (envelope.original_content or b"")
+        content = envelope.original_content or b""
+        refusal = content_refusal(content, self.settings)
+        if refusal is not None:
+            return await self._refuse(session, envelope, "message shape", refusal)
+        raw = self._received_header(session, envelope) + content
         record = envelope_of(session, envelope)
         outcome = await self.processor.deliver(
             record, session_info(session), raw, self.settings, envelope.hook_log
@@ -261,31 +259,69 @@ class MailSMTP(SMTP):
         handler: MailHandler,
         tracker: SessionTracker,
         settings_source: Callable[[], Awaitable[Settings]],
+        tls_source: Callable[[Settings], ssl.SSLContext | None],
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, data_size_limit=None, ident=IDENT, **kwargs)
         self.mail_handler = handler
         self.tracker = tracker
         self.settings_source = settings_source
+        self.tls_source = tls_source
         self.in_data = False
+        self.errors = 0
+        self.peer_address = ""
+        self._session_cap: asyncio.TimerHandle | None = None
 
     async def _handle_client(self) -> None:
         """Take the newest settings before the greeting, so a change applies to the next
-        session wherever it was made."""
+        session wherever it was made; then apply the session limits."""
         settings = await self.settings_source()
         self.mail_handler.settings = settings
         self.hostname = settings.effective_host_name
+        self.tls_context = self.tls_source(settings)
+        self._timeout_duration = settings.idle_timeout
+        self._reset_timeout()
+        self._session_cap = self.loop.call_later(
+            settings.session_timeout, self._close_with, reply_codes.SESSION_TOO_LONG
+        )
+        refusal = self.tracker.refusal(self.peer_address, settings)
+        if refusal is not None:
+            self._close_with(refusal)
+            return
         await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd closes an idle session silently; RFC 5321 4.5.3.2 prefers a 421."""
+        self._close_with(reply_codes.IDLE_TIMEOUT)
+
+    def _close_with(self, reply: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(reply.encode() + b"\r\n")
+        self.transport.close()
+
+    async def push(self, status: str | bytes) -> None:
+        """Count client errors; past max_errors the session ends with a 421."""
+        await super().push(status)
+        if isinstance(status, str) and counts_as_error(status):
+            self.errors += 1
+            if self.errors >= self.mail_handler.settings.max_errors:
+                self._close_with(reply_codes.TOO_MANY_ERRORS)
 
     def _create_envelope(self) -> MailEnvelope:
         return MailEnvelope()
 
     def connection_made(self, transport: Any) -> None:
-        self.tracker.open.add(self)
+        if self.transport is None:  # not the second call that STARTTLS makes
+            peer = transport.get_extra_info("peername")
+            self.peer_address = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+            self.tracker.add(self, self.peer_address)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self.tracker.open.discard(self)
+        self.tracker.discard(self, self.peer_address)
+        if self._session_cap is not None:
+            self._session_cap.cancel()
         super().connection_lost(error)
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -307,7 +343,7 @@ class MailSMTP(SMTP):
     async def _receive_data(self) -> None:
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         limit = self.mail_handler.settings.max_message_size
-        section = await read_data_section(self._reader, limit)
+        section = await read_data_section(self._reader, limit, self._reset_timeout)
         if section.too_large:
             status = await self.mail_handler.refuse_too_large(self.session, self.envelope)
         else:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,8 @@ from ..hooks import HookRunner
 from ..processing import Processor, shared_parse_pool
 from ..settings import Settings, read_revision
 from ..settings import load as load_settings
-from .handler import MailHandler, MailSMTP, SessionTracker
+from .handler import MailHandler, MailSMTP
+from .limits import SessionTracker
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ class Listener:
         self._reported_at = 0.0
         self._next_purge_at = 0.0
         self._revision_connection: Any = None
+        self._tls: tuple[tuple, ssl.SSLContext] | None = None
+        self._tls_problem = ""
         self.processor: Processor | None = None
 
     def start(self) -> ListenerState:
@@ -273,8 +278,38 @@ class Listener:
             handler,
             self._tracker,
             self.current_settings,
+            self.tls_context,
             hostname=self._settings.effective_host_name,
         )
+
+    def tls_context(self, settings: Settings) -> ssl.SSLContext | None:
+        """The STARTTLS context for the configured certificate and key, loaded again when
+        either setting or file changes; None (no STARTTLS offered) when unset or unusable."""
+        if not (settings.tls_cert_file and settings.tls_key_file):
+            return None
+        try:
+            key = tuple(
+                (path, os.stat(path).st_mtime_ns)
+                for path in (settings.tls_cert_file, settings.tls_key_file)
+            )
+        except OSError as error:
+            return self._tls_failed(f"cannot read the TLS files: {error}")
+        if self._tls is None or self._tls[0] != key:
+            try:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+            except (OSError, ssl.SSLError) as error:
+                return self._tls_failed(f"cannot load the TLS certificate or key: {error}")
+            self._tls = (key, context)
+            log.info("STARTTLS offered with %s", settings.tls_cert_file)
+        return self._tls[1]
+
+    def _tls_failed(self, problem: str) -> None:
+        if self._tls_problem != problem:
+            log.error("%s; STARTTLS is not offered", problem)
+            self._tls_problem = problem
+        self._tls = None
+        return None
 
     async def _shut_down(self) -> None:
         if self._server is not None:
