@@ -113,7 +113,11 @@ def peak_mib(pid: int) -> float:
 def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     if kind == "mxsmtp":
         env = {**os.environ, "MXSMTP_INSTANCE": str(workdir / "instance")}
-        for key, value in (("port", str(port)), ("host_name", "bench.example")):
+        for key, value in (
+            ("port", str(port)),
+            ("host_name", "bench.example"),
+            ("max_sessions_per_peer", "1000"),
+        ):
             subprocess.run(
                 [BIN / "mxsmtp", "settings", "set", key, value],
                 env=env,
