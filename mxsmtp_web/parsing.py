@@ -12,7 +12,7 @@ import binascii
 import mimetypes
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -672,8 +672,7 @@ def _plain_addresses(headers: tuple[tuple[str, str], ...], name: str) -> tuple[s
     return _addresses_fallback([value for key, value in headers if key.lower() == name])
 
 
-_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.IGNORECASE)
-_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,202})\r?$", re.MULTILINE)
+_BOUNDARY_VALUE = re.compile(rb'\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
 
 
 def header_block_size(raw: bytes) -> int:
@@ -685,15 +684,15 @@ def header_block_size(raw: bytes) -> int:
 
 def mime_shape(raw: bytes) -> tuple[int, int]:
     """(parts, depth) of the MIME tree, from the boundary lines alone: linear in the size of
-    the message, so bounds can be checked before any real parsing. Depth counts multipart
-    levels; parts counts body parts of all of them."""
-    boundaries = {(a or b) for a, b in _BOUNDARY.findall(raw)}
+    the message with plain substring searches (no regex over the body), so bounds can be
+    checked before any real parsing. Depth counts multipart levels; parts counts body parts
+    of all of them."""
+    boundaries = _boundaries(raw)
     if not boundaries:
         return (1, 0)
     stack: list[bytes] = []
     parts = depth = 0
-    for match in _DELIMITER_LINE.finditer(raw):
-        line = match.group(1).rstrip(b" \t")
+    for line in _delimiter_lines(raw):
         closing = line.endswith(b"--") and line[:-2] in boundaries
         boundary = line[:-2] if closing else line
         if boundary not in boundaries:
@@ -708,3 +707,26 @@ def mime_shape(raw: bytes) -> tuple[int, int]:
         parts += 1
         depth = max(depth, len(stack))
     return (max(parts, 1), depth)
+
+
+def _boundaries(raw: bytes) -> set[bytes]:
+    lowered = raw.lower()
+    found: set[bytes] = set()
+    start = lowered.find(b"boundary")
+    while start >= 0:
+        match = _BOUNDARY_VALUE.match(raw, start + 8)
+        if match:
+            found.add(match.group(1) or match.group(2))
+        start = lowered.find(b"boundary", start + 8)
+    return found
+
+
+def _delimiter_lines(raw: bytes) -> Iterator[bytes]:
+    """Each line that starts with "--", without the dashes and trailing blanks."""
+    start = 0 if raw.startswith(b"--") else raw.find(b"\n--")
+    while start >= 0:
+        begin = start + 2 if start == 0 and raw.startswith(b"--") else start + 3
+        end = raw.find(b"\n", begin)
+        line = raw[begin : end if end >= 0 else len(raw)]
+        yield line[:202].rstrip(b"\r \t")
+        start = raw.find(b"\n--", begin)
