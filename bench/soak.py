@@ -138,7 +138,13 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> Non
 
 def start_server(instance: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "MXSMTP_INSTANCE": str(instance)}
-    for key, value in (("port", str(port)), ("host_name", "soak.example")):
+    settings = (
+        ("port", str(port)),
+        ("host_name", "soak.example"),
+        # every session comes from 127.0.0.1: lift the per-address limit for the load
+        ("max_sessions_per_peer", "1000"),
+    )
+    for key, value in settings:
         subprocess.run(
             [BIN / "mxsmtp", "settings", "set", key, value],
             env=env,
