@@ -327,6 +327,12 @@ def _summary_json(summary: Any) -> dict[str, Any]:
         "from": summary.from_header,
         "size": summary.size,
         "attachments": [_attachment_json(a) for a in summary.attachments],
+        "kind": summary.kind,
+        "reply_ref": summary.reply_ref,
+        "parent_id": summary.parent_id,
+        "thread_id": summary.thread_id,
+        "reply_text": summary.reply_text,
+        "bounce": _bounce_json(summary.bounce),
     }
 
 
@@ -351,6 +357,16 @@ def _message_json(stored: Any) -> dict[str, Any]:
     return data
 
 
+def _bounce_json(bounce: Any) -> dict[str, Any] | None:
+    if bounce is None:
+        return None
+    return {
+        "recipient": bounce.recipient,
+        "status": bounce.status,
+        "diagnostic": bounce.diagnostic,
+    }
+
+
 def _print_message(stored: Any) -> None:
     summary = stored.summary
     fields = {
@@ -363,7 +379,17 @@ def _print_message(stored: Any) -> None:
         "To": ", ".join(stored.to),
         "Subject": summary.subject,
         "Size": f"{summary.size} bytes",
+        "Kind": summary.kind,
     }
+    if summary.reply_ref is not None:
+        fields["Reply ref"] = summary.reply_ref
+    if summary.parent_id is not None or summary.thread_id != summary.id:
+        fields["Thread"] = (
+            f"{summary.thread_id} (answers {summary.parent_id or 'a deleted message'})"
+        )
+    if summary.bounce is not None:
+        bounce = summary.bounce
+        fields["Bounce"] = f"{bounce.recipient} {bounce.status or ''} {bounce.diagnostic or ''}"
     for label, value in fields.items():
         click.echo(f"{label + ':':<10} {value}")
     for attachment in summary.attachments:

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .parsing import ParsedPart
 from .reply_codes import TEMPORARY_FAILURE
+
+if TYPE_CHECKING:  # conversation loads the reply parser: the CLI's hook checks need not
+    from .conversation import BounceInfo
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,13 @@ class HookMessage:
     html: str | None  # as stored: sanitised when the XSS filter is on
     attachments: tuple[ParsedPart, ...]
     raw: bytes
+    # The conversation (see README, "Replies into your application").
+    reply_ref: str | None = None  # the ref of the valid reply address it was sent to
+    reply_text: str | None = None  # what the sender wrote, without quotes and signature
+    kind: str = "message"  # reply, auto_reply, bounce or message
+    parent_id: int | None = None  # the stored message it answers
+    thread_id: int | None = None  # the first stored message of its thread (its own id)
+    bounce: BounceInfo | None = None  # recipient, status, diagnostic of a bounce
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called `name` (case-insensitive)."""

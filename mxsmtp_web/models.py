@@ -118,6 +118,22 @@ class Message(db.Model):
     # False while only the header block is parsed: the listener answers 250 once the raw bytes
     # are committed and parses bodies and attachments right after, on another core.
     parsed: Mapped[bool] = mapped_column(default=True)
+    # Conversations (issue 6). reply_ref: the ref of the valid reply address the message was
+    # sent to, set at insert. kind, reply_text and bounce_*: from the body parse. parent_id:
+    # the stored message it answers (In-Reply-To/References, else the same reply_ref), and
+    # thread_id the first message of that thread, both set at insert from the header block;
+    # thread_id is NULL for a message that starts its own thread (read as its own id), so
+    # plain mail costs no index entries for them.
+    reply_ref: Mapped[str | None] = mapped_column(String(32), default=None)
+    reply_text: Mapped[str | None] = mapped_column(Text, default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="message")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message.id", ondelete="SET NULL"), default=None
+    )
+    thread_id: Mapped[int | None] = mapped_column(default=None)
+    bounce_recipient: Mapped[str | None] = mapped_column(Text, default=None)
+    bounce_status: Mapped[str | None] = mapped_column(Text, default=None)
+    bounce_diagnostic: Mapped[str | None] = mapped_column(Text, default=None)
 
     raw: Mapped[MessageRaw] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, uselist=False
@@ -164,5 +180,11 @@ class Refusal(db.Model):
 
 
 Index("ix_message_status_received", Message.status, Message.received_at)
+Index("ix_message_kind_received", Message.kind, Message.received_at)
+# Partial: most mail is no reply, and a NULL costs no index entry. parent_id's index also
+# serves ON DELETE SET NULL, so a purge does not scan the table for each deleted message.
+Index("ix_message_reply_ref", Message.reply_ref, sqlite_where=Message.reply_ref.is_not(None))
+Index("ix_message_parent", Message.parent_id, sqlite_where=Message.parent_id.is_not(None))
+Index("ix_message_thread", Message.thread_id, sqlite_where=Message.thread_id.is_not(None))
 # Small: only the few messages whose bodies wait to be parsed are in it.
 Index("ix_message_unparsed", Message.id, sqlite_where=Message.parsed.is_(False))

@@ -21,11 +21,12 @@ from typing import Any, TypeVar
 from flask import Flask
 from sqlalchemy import Connection
 
-from . import storage
+from . import conversation, storage
 from .group_commit import GroupCommitWriter
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
 from .parsing import ParsedMail, parse_headers, parse_message
+from .replies import ReplyReader
 from .reply_codes import (
     ACCEPTED,
     REFUSED_MESSAGE,
@@ -47,6 +48,9 @@ MAX_PARSERS = 4
 # Body parsing yields the CPU to the SMTP dialogue and the writer: under a burst the backlog
 # (ids only) grows and drains when the burst is over.
 PARSER_NICENESS = 10
+
+#: What the parse step gives: the full parse, the HTML to store, the conversation facts.
+Parse = tuple[ParsedMail, str | None, storage.ConversationFacts]
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Processor:
         self.runner = runner
         self.writer = writer
         self.parse_pool = parse_pool
+        # Keys read once per process (and again when the key files change), not per message.
+        self.replies = ReplyReader(app.instance_path)
         self._pending: asyncio.Queue[tuple[int, Settings]] | None = None
         self._completers: list[asyncio.Task[None]] = []
 
@@ -104,18 +110,23 @@ class Processor:
     async def settings(self) -> Settings:
         return await self.in_app(load_settings)
 
-    async def parse(self, raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
-        """The full parse and the sanitised HTML, off the event loop."""
+    async def parse(self, raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:
+        """The full parse, the sanitised HTML and the conversation facts, off the event loop."""
         if self.parse_pool is not None:
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(
-                    self.parse_pool, parse_and_sanitise, raw, settings
+                    self.parse_pool, parse_and_sanitise, raw, settings, reply_ref
                 )
             except BrokenProcessPool:
                 log.error("the parse pool broke; parsing in a thread instead")
                 self.parse_pool = None
-        return await asyncio.to_thread(parse_and_sanitise, raw, settings)
+        return await asyncio.to_thread(parse_and_sanitise, raw, settings, reply_ref)
+
+    def reply_ref(self, envelope: storage.Envelope, settings: Settings) -> str | None:
+        """The ref of the first valid reply address among the envelope recipients. Cheap:
+        only recipients shaped like ``reply+TOKEN`` cost an HMAC."""
+        return self.replies.first_ref(envelope.rcpt_tos, settings.reply_separator)
 
     async def write(self, job: Callable[[Connection], T]) -> T:
         """Run a write job in a transaction; committed when this returns."""
@@ -136,7 +147,10 @@ class Processor:
         try:
             if settings.message_hook:
                 return await self._deliver_to_hook(envelope, session, raw, settings, hook_log)
-            message_id = await self.write(partial(_store_headers_only, envelope, raw, hook_log))
+            reply_ref = self.reply_ref(envelope, settings)
+            message_id = await self.write(
+                partial(_store_headers_only, envelope, raw, hook_log, reply_ref)
+            )
         except storage.StorageFull as error:
             log.error("storage full, answered 452: %s", error)
             return Outcome(STORAGE_FULL)
@@ -155,11 +169,25 @@ class Processor:
         hook_log: list[dict[str, Any]],
     ) -> Outcome:
         """The message hook sees the fully parsed message, stored, before we answer."""
-        parsed, html = await self.parse(raw, settings)
-        message_id = await self.write(
-            partial(_store_whole, envelope, parsed, raw, html, Status.RECEIVED, hook_log)
+        reply_ref = self.reply_ref(envelope, settings)
+        parsed, html, facts = await self.parse(raw, settings, reply_ref)
+        stored = await self.write(
+            partial(
+                _store_whole,
+                envelope,
+                parsed,
+                raw,
+                html,
+                Status.RECEIVED,
+                hook_log,
+                reply_ref,
+                facts,
+            )
         )
-        message = hook_message(message_id, envelope, session, parsed, html, raw)
+        message_id = stored.id
+        message = hook_message(
+            message_id, envelope, session, parsed, html, raw, thread=stored, facts=facts
+        )
         decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
         hook_log.append(log_entry("message_hook", settings.message_hook, decision))
         return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
@@ -186,12 +214,13 @@ class Processor:
                 self._pending.task_done()
 
     async def complete(self, message_id: int, settings: Settings) -> None:
-        """Parse a stored message's body and keep bodies and attachments."""
-        raw = await self.in_app(storage.get_raw, message_id)
-        if raw is None:  # deleted meanwhile
+        """Parse a stored message's body and keep bodies, attachments and conversation facts."""
+        pending = await self.in_app(storage.get_raw_and_reply_ref, message_id)
+        if pending is None:  # deleted meanwhile
             return
-        parsed, html = await self.parse(raw, settings)
-        await self.write(partial(_store_body, message_id, parsed, html))
+        raw, reply_ref = pending
+        parsed, html, facts = await self.parse(raw, settings, reply_ref)
+        await self.write(partial(_store_body, message_id, parsed, html, facts))
 
     async def finish_pending(self, timeout: float) -> None:
         """Let queued body parses finish (up to `timeout` seconds), then stop the workers.
@@ -269,8 +298,10 @@ class Processor:
         if not settings.message_hook:
             await self.in_app(storage.set_outcome, message_id, Status.RECEIVED, hook_log)
             return Outcome(ACCEPTED, message_id, Status.RECEIVED)
-        parsed, html = await self.parse(raw, settings)
-        message = hook_message(message_id, envelope, session, parsed, html, raw, stored)
+        parsed, html, facts = await self.parse(raw, settings, stored.summary.reply_ref)
+        message = hook_message(
+            message_id, envelope, session, parsed, html, raw, stored, stored.summary, facts
+        )
         decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
         hook_log.append(log_entry("message_hook", settings.message_hook, decision))
         if not decision.accepted and not decision.failed:
@@ -337,12 +368,24 @@ def shared_parse_pool() -> Executor | None:
 
 
 def _store_headers_only(
-    envelope: storage.Envelope, raw: bytes, hook_log: list[dict[str, Any]], connection: Connection
+    envelope: storage.Envelope,
+    raw: bytes,
+    hook_log: list[dict[str, Any]],
+    reply_ref: str | None,
+    connection: Connection,
 ) -> int:
     """The fast path's write job: the header block is all a 250 needs; the body follows."""
     summary = parse_headers(raw)
     message_id = storage.insert_message(
-        connection, envelope, summary, raw, None, Status.RECEIVED, hook_log, body_parsed=False
+        connection,
+        envelope,
+        summary,
+        raw,
+        None,
+        Status.RECEIVED,
+        hook_log,
+        body_parsed=False,
+        reply_ref=reply_ref,
     )
     storage.remove_failed_copies_on(connection, summary.message_id, envelope, message_id)
     return message_id
@@ -355,24 +398,57 @@ def _store_whole(
     html: str | None,
     status: Status,
     hook_log: list[dict[str, Any]],
+    reply_ref: str | None,
+    facts: storage.ConversationFacts,
     connection: Connection,
-) -> int:
-    return storage.insert_message(connection, envelope, parsed, raw, html, status, hook_log)
+) -> storage.ThreadLink:
+    message_id = storage.insert_message(
+        connection,
+        envelope,
+        parsed,
+        raw,
+        html,
+        status,
+        hook_log,
+        reply_ref=reply_ref,
+        conversation=facts,
+    )
+    return storage.thread_link(connection, message_id)
 
 
 def _store_body(
-    message_id: int, parsed: ParsedMail, html: str | None, connection: Connection
+    message_id: int,
+    parsed: ParsedMail,
+    html: str | None,
+    facts: storage.ConversationFacts,
+    connection: Connection,
 ) -> None:
-    storage.store_body(connection, message_id, parsed, html)
+    storage.store_body(connection, message_id, parsed, html, facts)
 
 
-def parse_and_sanitise(raw: bytes, settings: Settings) -> tuple[ParsedMail, str | None]:
-    """Runs in the parse pool's processes: module-level so that it pickles by name."""
+def parse_and_sanitise(raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:
+    """Runs in the parse pool's processes: module-level so that it pickles by name. The
+    conversation facts are read from the unsanitised HTML (the filter may drop the quote
+    containers that mark where the history starts)."""
     parsed = parse_message(raw)
     html = parsed.html
     if html is not None and settings.xss_filter:
         html = sanitize_html(html, settings.xss_filter_level)
-    return parsed, html
+    return parsed, html, conversation_facts(parsed, raw, reply_ref)
+
+
+def conversation_facts(
+    parsed: ParsedMail, raw: bytes, reply_ref: str | None = None
+) -> storage.ConversationFacts:
+    """Kind, reply text and bounce details of a fully parsed message. Never raises: a
+    message that confuses the analysis is a plain message with its whole text."""
+    try:
+        kind = conversation.classify(parsed, raw, reply_ref)
+    except Exception:
+        log.exception("classifying a message failed; it counts as a plain message")
+        kind = conversation.Kind("message", "classification failed")
+    text = conversation.reply_text(parsed.text, parsed.html)
+    return storage.ConversationFacts(kind.kind, kind.reason, text, kind.bounce)
 
 
 def hook_message(
@@ -383,7 +459,10 @@ def hook_message(
     html: str | None,
     raw: bytes,
     stored: storage.StoredMessage | None = None,
+    thread: storage.ThreadLink | storage.MessageSummary | None = None,
+    facts: storage.ConversationFacts | None = None,
 ) -> HookMessage:
+    facts = facts or storage.ConversationFacts()
     return HookMessage(
         id=message_id,
         received_at=stored.summary.received_at.replace(tzinfo=UTC) if stored else datetime.now(UTC),
@@ -401,4 +480,10 @@ def hook_message(
         html=html,
         attachments=parsed.attachments,
         raw=raw,
+        reply_ref=thread.reply_ref if thread else None,
+        reply_text=facts.reply_text,
+        kind=facts.kind,
+        parent_id=thread.parent_id if thread else None,
+        thread_id=thread.thread_id if thread else message_id,
+        bounce=facts.bounce,
     )

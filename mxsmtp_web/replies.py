@@ -37,6 +37,7 @@ import math
 import re
 import sqlite3
 import time
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 
@@ -108,6 +109,53 @@ def looks_like_reply_address(address: str) -> bool:
         return _token_of(address, _separator(_stored_settings(instance_folder()))) is not None
     except Exception:
         return False
+
+
+class ReplyReader:
+    """`read_reply_address` for a process that reads many addresses (the listener): the keys
+    of one instance folder are read once and again only when their files change, and the
+    separator comes from the caller's settings instead of the database. Thread-safe enough:
+    a refresh replaces the key list in one assignment."""
+
+    def __init__(self, instance: Path | str) -> None:
+        self.instance = Path(instance)
+        self._stamp: tuple[int, ...] | None = None
+        self._keys: list[bytes] = []
+
+    def read(self, address: str, separator: str = DEFAULT_SEPARATOR) -> str | None:
+        """The ref of `address`, or None (not a reply address, forged, altered, expired,
+        malformed). Never raises."""
+        try:
+            token = _token_of(address, separator if separator in SEPARATORS else DEFAULT_SEPARATOR)
+            if token is None:
+                return None
+            return read_token(token, self._current_keys())
+        except Exception:
+            return None
+
+    def first_ref(self, addresses: Iterable[str], separator: str = DEFAULT_SEPARATOR) -> str | None:
+        """The ref of the first valid reply address among `addresses`, or None."""
+        for address in addresses:
+            ref = self.read(address, separator)
+            if ref is not None:
+                return ref
+        return None
+
+    def _current_keys(self) -> list[bytes]:
+        stamp = tuple(
+            _mtime_ns(self.instance / name) for name in (SECRET_KEY_NAME, PREVIOUS_KEY_NAME)
+        )
+        if stamp != self._stamp:
+            self._keys = _known_keys(self.instance)
+            self._stamp = stamp
+        return self._keys
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def instance_folder() -> Path:

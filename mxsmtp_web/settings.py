@@ -65,7 +65,7 @@ class Settings:
     listener_enabled: bool = True
     retention_days: int = 0
     max_sessions: int = 100
-    max_sessions_per_peer: int = 10
+    max_sessions_per_peer: int = 20  # a relay in front opens up to 20 (Postfix default)
     idle_timeout: int = 300
     session_timeout: int = 1800
     max_errors: int = 10
@@ -75,6 +75,8 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     require_tls: bool = False
+    reply_domain: str = ""  # empty means host_name; see `replies.reply_address`
+    reply_separator: str = "+"
     revision: int = field(default=0, compare=False)
 
     @property
@@ -164,6 +166,28 @@ def _parse_hook(text: str) -> str:
         "SCRIPT.py:FUNCTION (a file in instance/hooks/ or an absolute path, then the function "
         "name), or empty for none"
     )
+
+
+def _parse_reply_domain(text: str) -> str:
+    value = text.strip()
+    if value == "" or _HOSTNAME.match(value):
+        return value
+    raise ValueError("a domain such as app.example.com, or empty for the host name")
+
+
+#: The characters allowed between "reply" and the token (plain atext that no token contains).
+REPLY_SEPARATORS = ("+", "-", "_", ".", "=")
+
+
+def _parse_reply_separator(text: str) -> str:
+    value = text.strip()
+    if value not in REPLY_SEPARATORS:
+        raise ValueError(
+            "one of "
+            + " ".join(REPLY_SEPARATORS)
+            + " (the character between 'reply' and the token)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -279,6 +303,18 @@ SPECS: dict[str, SettingSpec] = {
             "retention_days",
             _parse_int(0, 36500),
             "Purge messages older than this many days automatically; 0 keeps them forever.",
+        ),
+        SettingSpec(
+            "reply_domain",
+            _parse_reply_domain,
+            "Domain of the reply addresses reply_address() makes; empty means host_name.",
+        ),
+        SettingSpec(
+            "reply_separator",
+            _parse_reply_separator,
+            "Character between 'reply' and the token of reply addresses: "
+            + " ".join(REPLY_SEPARATORS)
+            + ".",
         ),
     )
 }

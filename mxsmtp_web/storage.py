@@ -21,11 +21,14 @@ from .extensions import db
 from .models import Attachment, Message, MessageRaw, Refusal, Revision, Status, utcnow
 
 if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load the parser
+    from .conversation import BounceInfo
     from .parsing import ParsedMail, ParsedPart
 
 T = TypeVar("T")
 PROBES_COUNTER = "double_bounce_probes"
 PURGE_BATCH = 500
+#: A hostile References header may list thousands of ids; the nearest parents are at its end.
+MAX_THREAD_REFERENCES = 20
 
 
 class StorageUnavailable(Exception):
@@ -45,6 +48,26 @@ class Envelope:
     peer_address: str = ""
     helo: str = ""
     tls: bool = False
+
+
+@dataclass(frozen=True)
+class ConversationFacts:
+    """What the body says about the message's place in a conversation (see `conversation`):
+    its kind, why, the new text of a reply, and for a bounce the failed delivery."""
+
+    kind: str = "message"
+    reason: str = ""
+    reply_text: str | None = None
+    bounce: BounceInfo | None = None
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """The failed delivery a bounce reports; any field may be None."""
+
+    recipient: str | None
+    status: str | None
+    diagnostic: str | None
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,12 @@ class MessageSummary:
     from_header: str
     size: int
     attachments: tuple[AttachmentInfo, ...]
+    kind: str = "message"
+    reply_ref: str | None = None
+    parent_id: int | None = None
+    thread_id: int | None = None  # the first message of the thread; its own id for a first
+    reply_text: str | None = None
+    bounce: Bounce | None = None
 
 
 @dataclass(frozen=True)
@@ -124,11 +153,24 @@ def save_message(
     html_body: str | None,
     status: Status,
     hook_log: Sequence[dict] = (),
+    *,
+    reply_ref: str | None = None,
+    conversation: ConversationFacts | None = None,
 ) -> int:
     """Store the raw bytes, the summary and every part in one transaction; returns the id."""
     with _transaction():
         connection = db.session.connection()
-        message_id = insert_message(connection, envelope, parsed, raw, html_body, status, hook_log)
+        message_id = insert_message(
+            connection,
+            envelope,
+            parsed,
+            raw,
+            html_body,
+            status,
+            hook_log,
+            reply_ref=reply_ref,
+            conversation=conversation,
+        )
     return message_id
 
 
@@ -142,15 +184,27 @@ def insert_message(
     hook_log: Sequence[dict] = (),
     *,
     body_parsed: bool = True,
+    reply_ref: str | None = None,
+    conversation: ConversationFacts | None = None,
 ) -> int:
     """Write one message (summary, raw bytes, parts) on `connection`, inside the caller's
     transaction; returns its id. With `body_parsed=False`, `parsed` holds only the header
-    block and `store_body` completes the message later.
+    block and `store_body` completes the message later (with its `conversation` facts).
+
+    `reply_ref` is the ref of the reply address the message was sent to. The message is
+    linked to its parent here, from the header block, so that a thread never depends on
+    the order in which bodies get parsed.
 
     This is the listener's hot path: statements go to the driver directly, prepared once
     (sqlite3 caches them), without SQLAlchemy's per-statement work."""
+    driver = _driver(connection)
+    parent_id, thread_id = _find_parent(driver, parsed, reply_ref)
     row = {
         **_summary_values(parsed),
+        **_conversation_values(conversation or ConversationFacts()),
+        "reply_ref": reply_ref,
+        "parent_id": parent_id,
+        "thread_id": thread_id,
         "status": status.value,
         "peer_address": envelope.peer_address,
         "helo": envelope.helo,
@@ -164,7 +218,6 @@ def insert_message(
         "seen": False,
         "received_at": _sql_datetime(utcnow()),
     }
-    driver = _driver(connection)
     message_id = driver.execute(_INSERT_MESSAGE, row).lastrowid
     driver.execute(_INSERT_RAW, (message_id, raw))
     _insert_parts(driver, message_id, parsed.attachments)
@@ -172,14 +225,91 @@ def insert_message(
 
 
 def store_body(
-    connection: Connection, message_id: int, parsed: ParsedMail, html_body: str | None
+    connection: Connection,
+    message_id: int,
+    parsed: ParsedMail,
+    html_body: str | None,
+    conversation: ConversationFacts | None = None,
 ) -> None:
     """Complete a message stored with only its header block: bodies, parts, the summary as the
-    full parse reads it."""
+    full parse reads it, and what the body says about the conversation."""
     driver = _driver(connection)
-    values = {**_summary_values(parsed), "html_body": html_body, "id": message_id}
+    values = {
+        **_summary_values(parsed),
+        **_conversation_values(conversation or ConversationFacts()),
+        "html_body": html_body,
+        "id": message_id,
+    }
     if driver.execute(_STORE_BODY, values).rowcount:
         _insert_parts(driver, message_id, parsed.attachments)
+
+
+def _find_parent(
+    driver: Any, parsed: ParsedMail, reply_ref: str | None
+) -> tuple[int | None, int | None]:
+    """(parent_id, thread_id) for a new message: the newest stored message with the nearest
+    Message-ID in In-Reply-To/References, else the latest message sent to the same reply ref;
+    the thread is the parent's. (None, None) starts a thread. Costs no query for mail that
+    answers nothing."""
+    wanted: list[str] = []
+    for message_id in (parsed.in_reply_to, *reversed(parsed.references)):
+        if message_id and message_id not in wanted and len(wanted) < MAX_THREAD_REFERENCES:
+            wanted.append(message_id)
+    if wanted:
+        marks = ", ".join("?" * len(wanted))
+        found: dict[str, tuple[int, int]] = {}
+        for message_id, row_id, thread_id in driver.execute(
+            f"SELECT message_id, id, COALESCE(thread_id, id) FROM message "
+            f"WHERE message_id IN ({marks}) ORDER BY id",
+            wanted,
+        ):
+            found[message_id] = (row_id, thread_id)  # the newest copy wins
+        for message_id in wanted:
+            if message_id in found:
+                return found[message_id]
+    if reply_ref is not None:
+        row = driver.execute(
+            "SELECT id, COALESCE(thread_id, id) FROM message WHERE reply_ref = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (reply_ref,),
+        ).fetchone()
+        if row is not None:
+            return row[0], row[1]
+    return None, None
+
+
+@dataclass(frozen=True)
+class ThreadLink:
+    """Where a stored message sits in its conversation."""
+
+    id: int
+    reply_ref: str | None
+    parent_id: int | None
+    thread_id: int  # the first message of the thread; its own id for a first
+
+
+def thread_link(connection: Connection, message_id: int) -> ThreadLink:
+    """The ThreadLink of a message written on `connection` (inside the caller's transaction)."""
+    reply_ref, parent_id, thread_id = (
+        _driver(connection)
+        .execute(
+            "SELECT reply_ref, parent_id, COALESCE(thread_id, id) FROM message WHERE id = ?",
+            (message_id,),
+        )
+        .fetchone()
+    )
+    return ThreadLink(message_id, reply_ref, parent_id, thread_id)
+
+
+def _conversation_values(facts: ConversationFacts) -> dict:
+    bounce = facts.bounce
+    return {
+        "kind": facts.kind,
+        "reply_text": facts.reply_text,
+        "bounce_recipient": bounce.recipient if bounce else None,
+        "bounce_status": bounce.status if bounce else None,
+        "bounce_diagnostic": bounce.diagnostic if bounce else None,
+    }
 
 
 _MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
@@ -203,6 +333,11 @@ _BODY_COLUMNS = (
     "attachment_count",
     "defects",
     "html_body",
+    "kind",
+    "reply_text",
+    "bounce_recipient",
+    "bounce_status",
+    "bounce_diagnostic",
 )
 _STORE_BODY = (
     "UPDATE message SET "
@@ -233,7 +368,10 @@ def _driver(connection: Connection) -> Any:
 
 def _sql_datetime(value: datetime | None) -> str | None:
     """The text form SQLAlchemy's SQLite DateTime reads and writes (and sorts by)."""
-    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if value is None:
+        return None
+    # strftime's %Y does not pad years before 1000 ("Date: 1 Mar 100"); the reader needs 4.
+    return f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}"
 
 
 def unparsed_messages(limit: int = 1000) -> list[int]:
@@ -410,10 +548,26 @@ def get_message(message_id: int) -> StoredMessage | None:
     )
 
 
+def _bounce(message: Message) -> Bounce | None:
+    if message.kind != "bounce":
+        return None
+    return Bounce(message.bounce_recipient, message.bounce_status, message.bounce_diagnostic)
+
+
 def get_raw(message_id: int) -> bytes | None:
     return db.session.execute(
         select(MessageRaw.data).where(MessageRaw.message_id == message_id)
     ).scalar()
+
+
+def get_raw_and_reply_ref(message_id: int) -> tuple[bytes, str | None] | None:
+    """What the body parse of a stored message needs: its bytes and its reply ref."""
+    row = db.session.execute(
+        select(MessageRaw.data, Message.reply_ref)
+        .join(Message, Message.id == MessageRaw.message_id)
+        .where(MessageRaw.message_id == message_id)
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
 def get_attachment_data(attachment_id: int) -> bytes | None:
@@ -497,6 +651,12 @@ def _summary(message: Message, attachments: tuple[AttachmentInfo, ...]) -> Messa
         from_header=message.from_header,
         size=message.size,
         attachments=attachments,
+        kind=message.kind,
+        reply_ref=message.reply_ref,
+        parent_id=message.parent_id,
+        thread_id=message.thread_id or message.id,
+        reply_text=message.reply_text,
+        bounce=_bounce(message),
     )
 
 
@@ -552,9 +712,11 @@ RASTER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/w
 
 
 def init_schema() -> None:
-    """Create what `db.create_all()` cannot: the full-text index with its triggers and the sort
-    indexes. Idempotent; a database from before the index gets it filled once."""
+    """Create what `db.create_all()` cannot: the full-text index with its triggers, the sort
+    indexes, and the columns and indexes that later versions added to `message`. Idempotent;
+    a database from before the index gets it filled once."""
     connection = db.session.connection()
+    _add_new_columns(connection)
     existed = connection.exec_driver_sql(
         "SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"
     ).first()
@@ -563,6 +725,30 @@ def init_schema() -> None:
     if not existed:
         connection.exec_driver_sql("INSERT INTO message_fts(message_fts) VALUES ('rebuild')")
     db.session.commit()
+
+
+def _add_new_columns(connection: Connection) -> None:
+    """Bring a `message` table made by an older version up to the model: SQLite adds a
+    nullable or defaulted column in place (ALTER TABLE ... ADD COLUMN)."""
+    table = Message.__table__
+    present = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")}
+    missing = [c for c in table.columns if c.name not in present]
+    for column_ in missing:
+        kind = column_.type.compile(dialect=connection.dialect)
+        default = column_.default.arg if column_.default is not None else None
+        clause = ""
+        if isinstance(default, str):
+            clause = " DEFAULT '" + default.replace("'", "''") + "'"
+        for key in column_.foreign_keys:
+            target = key.column
+            clause += f" REFERENCES {target.table.name}({target.name})"
+            clause += f" ON DELETE {key.ondelete}" if key.ondelete else ""
+        connection.exec_driver_sql(
+            f'ALTER TABLE message ADD COLUMN "{column_.name}" {kind}{clause}'
+        )
+    if missing:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 @dataclass(frozen=True)
@@ -575,6 +761,8 @@ class MessageFilter:
     before: datetime | None = None
     status: str | None = None
     has_attachments: bool | None = None
+    kind: str | None = None
+    thread_id: int | None = None  # the messages of one thread (its first message's id)
 
 
 @dataclass(frozen=True)
@@ -591,6 +779,8 @@ class InboxRow:
     size: int
     attachment_count: int
     seen: bool
+    kind: str = "message"
+    thread_id: int | None = None  # the first message of the thread; its own id for a first
 
 
 @dataclass(frozen=True)
@@ -634,6 +824,10 @@ def _message_conditions(where: MessageFilter) -> list:
         conditions.append(Message.attachment_count > 0)
     elif where.has_attachments is False:
         conditions.append(Message.attachment_count == 0)
+    if where.kind:
+        conditions.append(Message.kind == where.kind)
+    if where.thread_id is not None:
+        conditions.append(or_(Message.thread_id == where.thread_id, Message.id == where.thread_id))
     return conditions
 
 
@@ -661,6 +855,8 @@ def find_messages(
             Message.size,
             Message.attachment_count,
             Message.seen,
+            Message.kind,
+            func.coalesce(Message.thread_id, Message.id),
         )
         .where(*_message_conditions(where))
         .order_by(*order)
@@ -671,6 +867,25 @@ def find_messages(
         InboxRow(*row[:4], tuple(json.loads(row[4])), *row[5:]) for row in db.session.execute(query)
     ]
     return ResultPage(tuple(rows[:limit]), len(rows) > limit)
+
+
+def thread_sizes(thread_ids: Sequence[int]) -> dict[int, int]:
+    """How many stored messages each thread has (its first message included, if still
+    stored), for the inbox's thread marks."""
+    wanted = sorted(set(thread_ids))
+    if not wanted:
+        return {}
+    sizes = dict.fromkeys(wanted, 0)
+    later = db.session.execute(
+        select(Message.thread_id, func.count())
+        .where(Message.thread_id.in_(wanted))
+        .group_by(Message.thread_id)
+    ).all()
+    for thread_id, count in later:
+        sizes[thread_id] += count
+    for first in db.session.execute(select(Message.id).where(Message.id.in_(wanted))).scalars():
+        sizes[first] += 1
+    return sizes
 
 
 def count_messages(where: MessageFilter) -> int:

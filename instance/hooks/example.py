@@ -6,17 +6,20 @@
 
 Each hook gets plain read-only values and returns True (accept), False (refuse with the usual
 code) or a full reply line such as "550 5.1.1 No such ticket".
+
+Answers to mail the application sent come back to a signed reply address (the application set
+Reply-To to reply_address("ticket:42")): check_recipient refuses forged or expired ones, and
+process_message finds the record in message.reply_ref.
 """
 
-import re
+import logging
 
-# The one domain this application receives mail for.
+from mxsmtp_web.replies import looks_like_reply_address, read_reply_address
+
+log = logging.getLogger("mxsmtp.hooks.example")
+
+# The one domain this application receives ordinary mail for.
 OUR_DOMAIN = "example.com"
-
-# reply+TOKEN@example.com: a reply to a mail the application sent (TOKEN names the record).
-REPLY_ADDRESS = re.compile(
-    r"^reply\+(?P<token>[A-Za-z0-9_-]+)@" + re.escape(OUR_DOMAIN) + "$", re.IGNORECASE
-)
 
 
 def check_sender(sender, session):
@@ -25,26 +28,28 @@ def check_sender(sender, session):
 
 
 def check_recipient(recipient, sender, session):
-    """Accept our own domain only; reply addresses must carry a well-formed token."""
+    """Reply addresses must carry a token we signed (any domain: the signature is the proof);
+    other mail must be for our own domain."""
+    if looks_like_reply_address(recipient):
+        if read_reply_address(recipient) is None:
+            return "550 5.1.1 Unknown or expired reply address"
+        return True
     domain = recipient.rpartition("@")[2].lower()
     if domain != OUR_DOMAIN:
         return "550 5.1.1 We do not receive mail for that domain"
-    local = recipient.rpartition("@")[0]
-    if local.lower().startswith("reply+") and not REPLY_ADDRESS.match(recipient):
-        return "550 5.1.1 Unknown reply address"
     return True
 
 
-def reply_token(recipients):
-    """The token of the first reply address among the recipients, or None."""
-    for recipient in recipients:
-        match = REPLY_ADDRESS.match(recipient)
-        if match:
-            return match.group("token")
-    return None
-
-
 def process_message(message):
-    """Keep every message; a real application would file it, e.g. on the record named by the
-    reply token: reply_token(message.recipients)."""
+    """Keep every message. A real application files a reply on its record: message.reply_ref
+    is the ref it put into reply_address() ("ticket:42"), message.reply_text what the person
+    wrote, without the quoted history and signature."""
+    if message.kind in ("auto_reply", "bounce"):
+        # Out-of-office notes and bounces need no answer; a bounce names the failed address.
+        if message.bounce is not None:
+            log.info("bounce for %s: %s", message.bounce.recipient, message.bounce.status)
+        return True
+    if message.reply_ref is not None:
+        kind, _, record_id = message.reply_ref.partition(":")
+        log.info("new comment on %s %s: %r", kind, record_id, message.reply_text)
     return True

@@ -21,8 +21,15 @@ from flask import (
 )
 from flask_admin import Admin, BaseView, expose
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectChoice, SelectField, SelectMultipleField, StringField
-from wtforms.validators import AnyOf, Length, Optional, ValidationError
+from wtforms import (
+    DateField,
+    IntegerField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
+from wtforms.validators import AnyOf, Length, NumberRange, Optional, ValidationError
 
 from .. import storage
 from ..hooks import HookRunner
@@ -53,6 +60,14 @@ ATTACHMENT_CHOICES = [
     SelectChoice("yes", "With attachments"),
     SelectChoice("no", "Without"),
 ]
+KIND_CHOICES = [
+    SelectChoice("", "Any kind"),
+    SelectChoice("reply", "Replies"),
+    SelectChoice("auto_reply", "Auto-replies"),
+    SelectChoice("bounce", "Bounces"),
+    SelectChoice("message", "Other messages"),
+]
+KIND_LABELS = {"reply": "reply", "auto_reply": "auto-reply", "bounce": "bounce"}
 BULK_ACTIONS = ("read", "unread", "delete")
 
 
@@ -75,6 +90,8 @@ class InboxFilterForm(FlaskForm):
     until = DateField("Received until", validators=[Optional()])
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])
     attachments = SelectField("Attachments", choices=ATTACHMENT_CHOICES, validators=[Optional()])
+    kind = SelectField("Kind", choices=KIND_CHOICES, validators=[Optional()])
+    thread = IntegerField("Thread", validators=[Optional(), NumberRange(min=1)])
     sort = SelectField("Sort by", choices=SORT_CHOICES, default="received")
     order = SelectField("Order", choices=ORDER_CHOICES, default="desc")
 
@@ -99,6 +116,8 @@ def message_filter(form: InboxFilterForm) -> storage.MessageFilter:
         before=day_start(form.until.data, days_after=1),
         status=form.status.data or None,
         has_attachments=attachments,
+        kind=form.kind.data or None,
+        thread_id=form.thread.data,
     )
 
 
@@ -123,7 +142,10 @@ class InboxView(access.ViewerAccess, BaseView):
         form = InboxFilterForm(formdata=request.args)
         valid = form.validate()
         sort = form.sort.data if valid and form.sort.data else "received"
-        descending = not (valid and form.order.data == "asc")
+        # A thread reads as a conversation: oldest first, unless another order was chosen.
+        thread = form.thread.data if valid else None
+        default_order = "asc" if thread else "desc"
+        descending = (request.args.get("order") or default_order) != "asc" or not valid
         page = page_number()
         if valid:
             where = message_filter(form)
@@ -133,9 +155,14 @@ class InboxView(access.ViewerAccess, BaseView):
         else:  # a filter that cannot be applied matches nothing, never everything
             result, total = storage.ResultPage((), False), 0
         args = listing_args()
+        if thread and "order" not in args:
+            args["order"] = "asc"
         return self.render(
             "mxsmtp/inbox.html",
             form=form,
+            thread=thread,
+            thread_sizes=storage.thread_sizes([row.thread_id for row in result.rows]),
+            kind_labels=KIND_LABELS,
             bulk=BulkForm(formdata=None),
             rows=result.rows,
             has_more=result.has_more,
@@ -183,10 +210,14 @@ class InboxView(access.ViewerAccess, BaseView):
         if tab not in TABS:
             abort(404)
         raw = storage.get_raw(message_id) if tab == "raw" else None
+        thread_id = stored.summary.thread_id or message_id
         return self.render(
             "mxsmtp/message.html",
             message=stored,
             summary=stored.summary,
+            quoted=quoted_rest(stored.text, stored.summary.reply_text),
+            thread_size=storage.thread_sizes([thread_id]).get(thread_id, 1),
+            kind_labels=KIND_LABELS,
             tab=tab,
             remote=request.args.get("remote") == "1",
             raw_text=_raw_text(raw),
@@ -285,6 +316,14 @@ def run_reprocess(message_id: int) -> Any:
             return pool.submit(asyncio.run, work).result()
     finally:
         runner.close()
+
+
+def quoted_rest(text: str | None, reply_text: str | None) -> bool:
+    """Whether the message has more than its reply text (quoted history, a signature), so
+    the page offers to show it."""
+    if reply_text is None or text is None:
+        return False
+    return " ".join(text.split()) != " ".join(reply_text.split())
 
 
 def _raw_text(raw: bytes | None) -> str | None:

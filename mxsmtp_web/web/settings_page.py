@@ -64,6 +64,14 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("sender_hook", "recipient_hook", "message_hook", "hook_timeout"),
     ),
     (
+        "Replies",
+        "Mail the application sends can carry a signed reply address (reply_address() in "
+        "mxsmtp_web.replies): answers to it come back with the record's ref in "
+        "message.reply_ref. Addresses already sent keep working when these change only if "
+        "the old domain still reaches this listener and the separator stays the same.",
+        ("reply_domain", "reply_separator"),
+    ),
+    (
         "HTML filter",
         "HTML bodies are always shown in a sandboxed frame that runs no script; the filter "
         "also removes what the chosen level does not keep, when the message is stored.",
@@ -115,6 +123,11 @@ HELP = {
     "xss_filter_level": "What the filter keeps; see the levels below.",
     "retention_days": "Messages older than this are purged automatically once an hour by the "
     "listener; 0 keeps them until you purge them yourself.",
+    "reply_domain": "The domain after the @ of new reply addresses; its MX must point here. "
+    "Empty means the host name above.",
+    "reply_separator": "The character between 'reply' and the token (reply+TOKEN@…): one of "
+    "+ - _ . = ; choose the one your mail routing passes through (Postfix: "
+    "recipient_delimiter).",
     "delete_after_process": "Remove a message as soon as the message hook accepted it: for "
     "applications that only need the hook.",
 }
@@ -154,6 +167,10 @@ class SettingsForm(FlaskForm):
     )
     retention_days = StringField("Keep mail for (days)", render_kw=_NUMBER_INPUT)
     delete_after_process = BooleanField("Delete messages once the message hook accepted them")
+    reply_domain = StringField("Reply domain")
+    reply_separator = StringField(
+        "Reply separator", render_kw={"maxlength": 1, "size": 2, "spellcheck": "false"}
+    )
 
 
 class TestMessageForm(FlaskForm):
