@@ -44,6 +44,7 @@ T = TypeVar("T")
 # Tasks that feed stored messages to the parse pool; two keep one core busy while the other
 # task waits on the database.
 COMPLETERS = 2
+FEED_BATCH = 100
 MAX_PARSERS = 4
 # Body parsing yields the CPU to the SMTP dialogue and the writer: under a burst the backlog
 # (ids only) grows and drains when the burst is over.
@@ -95,8 +96,7 @@ class Processor:
         self.parse_pool = parse_pool
         # Keys read once per process (and again when the key files change), not per message.
         self.replies = ReplyReader(app.instance_path)
-        self._pending: asyncio.Queue[tuple[int, Settings]] | None = None
-        self._completers: list[asyncio.Task[None]] = []
+        self.backlog = BodyBacklog(self)
 
     async def in_app(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work (the database, parsing) in a thread, inside an app context."""
@@ -193,25 +193,8 @@ class Processor:
         return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
 
     def complete_later(self, message_id: int, settings: Settings) -> None:
-        """Parse the body of a message stored with only its header block, soon, off the
-        event loop; the queue holds ids, so a backlog costs no memory per message."""
-        if self._pending is None:
-            self._pending = asyncio.Queue()
-            self._completers = [
-                asyncio.create_task(self._complete_pending()) for _ in range(COMPLETERS)
-            ]
-        self._pending.put_nowait((message_id, settings))
-
-    async def _complete_pending(self) -> None:
-        assert self._pending is not None
-        while True:
-            message_id, settings = await self._pending.get()
-            try:
-                await self.complete(message_id, settings)
-            except Exception:
-                log.exception("parsing message %s failed; it stays as received", message_id)
-            finally:
-                self._pending.task_done()
+        """Parse the body of a message stored with only its header block, soon."""
+        self.backlog.notify(settings)
 
     async def complete(self, message_id: int, settings: Settings) -> None:
         """Parse a stored message's body and keep bodies, attachments and conversation facts."""
@@ -223,16 +206,9 @@ class Processor:
         await self.write(partial(_store_body, message_id, parsed, html, facts))
 
     async def finish_pending(self, timeout: float) -> None:
-        """Let queued body parses finish (up to `timeout` seconds), then stop the workers.
-        What is left is found again by `storage.unparsed_messages` at the next start."""
-        if self._pending is not None:
-            try:
-                await asyncio.wait_for(self._pending.join(), timeout)
-            except TimeoutError:
-                log.warning("%d message(s) left to parse at the next start", self._pending.qsize())
-        for task in self._completers:
-            task.cancel()
-        await asyncio.gather(*self._completers, return_exceptions=True)
+        """Let body parses under way finish (up to `timeout` seconds); the rest of the backlog
+        is taken up again at the next start."""
+        await self.backlog.finish(timeout)
 
     async def _settle(
         self,
@@ -342,6 +318,63 @@ class Processor:
             if not decision.accepted:
                 return Status.REJECTED
         return None
+
+
+class BodyBacklog:
+    """Messages stored with only their header block, waiting for their body to be parsed.
+    The backlog is the database itself (rows with parsed = 0): it costs no memory however
+    long a burst makes it, and survives a crash. A feeder reads ids in order, in batches, and
+    hands them to COMPLETERS workers through a small queue."""
+
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
+        self._wake = asyncio.Event()
+        self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=2 * FEED_BATCH)
+        self._cursor = 0  # ids up to here were handed out; new messages have higher ids
+        self._settings = Settings()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def notify(self, settings: Settings) -> None:
+        """A message was stored with only its header block (or the listener started)."""
+        self._settings = settings
+        self._wake.set()
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._feed())] + [
+                asyncio.create_task(self._work()) for _ in range(COMPLETERS)
+            ]
+
+    async def _feed(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while ids := await self.processor.in_app(
+                storage.unparsed_messages, FEED_BATCH, self._cursor
+            ):
+                self._cursor = ids[-1]
+                for message_id in ids:
+                    await self._queue.put(message_id)  # waits while the workers are busy
+
+    async def _work(self) -> None:
+        while True:
+            message_id = await self._queue.get()
+            try:
+                await self.processor.complete(message_id, self._settings)
+            except Exception:
+                log.exception("parsing message %s failed; it stays as received", message_id)
+            finally:
+                self._queue.task_done()
+
+    async def finish(self, timeout: float) -> None:
+        if not self._tasks:
+            return
+        self._tasks[0].cancel()  # no more feeding
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("some message bodies are left to parse at the next start")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 _shared_pool: Executor | None = None

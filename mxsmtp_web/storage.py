@@ -374,9 +374,14 @@ def _sql_datetime(value: datetime | None) -> str | None:
     return f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}"
 
 
-def unparsed_messages(limit: int = 1000) -> list[int]:
-    """Messages whose bodies still wait to be parsed (e.g. after a crash), oldest first."""
-    query = select(Message.id).where(Message.parsed.is_(False)).order_by(Message.id).limit(limit)
+def unparsed_messages(limit: int = 1000, after: int = 0) -> list[int]:
+    """Messages whose bodies still wait to be parsed, oldest first, with ids above `after`."""
+    query = (
+        select(Message.id)
+        .where(Message.parsed.is_(False), Message.id > after)
+        .order_by(Message.id)
+        .limit(limit)
+    )
     return list(db.session.execute(query).scalars())
 
 

@@ -135,7 +135,7 @@ class Listener:
         try:
             await self._follow_settings()
             self._started.set()
-            await self._complete_unparsed()
+            self.processor.backlog.notify(self._settings)  # bodies a crash left unparsed
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)
@@ -149,17 +149,6 @@ class Listener:
                 self._revision_connection.close()
             await asyncio.to_thread(writer.close)
             await self._withdraw()
-
-    async def _complete_unparsed(self) -> None:
-        """Bodies left unparsed by a crash or a hurried stop get parsed now."""
-        assert self.processor is not None
-        try:
-            waiting = await self.processor.in_app(storage.unparsed_messages)
-        except Exception as error:
-            log.warning("could not look for unparsed messages: %s", error)
-            return
-        for message_id in waiting:
-            self.processor.complete_later(message_id, self._settings)
 
     async def _withdraw(self) -> None:
         assert self.processor is not None
