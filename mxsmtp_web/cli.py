@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,9 @@ import click
 from flask import Flask
 
 from . import create_app
+
+# How long `messages list/show` wait for bodies that the listener is parsing.
+BODY_WAIT_SECONDS = 5.0
 
 
 def _app() -> Flask:
@@ -195,6 +199,8 @@ def messages_list(as_json: bool, limit: int | None) -> None:
 
     with _app().app_context():
         summaries = storage.list_messages(limit)
+        if _wait_for_bodies([summary.id for summary in summaries]):
+            summaries = storage.list_messages(limit)
     if as_json:
         click.echo(json.dumps([_summary_json(summary) for summary in summaries], indent=2))
         return
@@ -205,6 +211,20 @@ def messages_list(as_json: bool, limit: int | None) -> None:
             f"{summary.mail_from or '<>'} -> {', '.join(summary.rcpt_tos)}  "
             f"{summary.subject!r}" + (f"  [{names}]" if names else "")
         )
+
+
+def _wait_for_bodies(message_ids: list[int]) -> bool:
+    """The listener parses a body moments after its 250: a script that lists or shows mail
+    right after sending it gets the whole message, waiting up to BODY_WAIT_SECONDS while a
+    listener is running. Returns whether there was anything to wait for."""
+    from . import status, storage
+
+    if not storage.unparsed_among(message_ids) or not status.reports():
+        return False
+    deadline = time.monotonic() + BODY_WAIT_SECONDS
+    while storage.unparsed_among(message_ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
 
 
 @messages.command("show")
@@ -223,6 +243,7 @@ def messages_show(message_id: int, raw: bool, as_json: bool) -> None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
             return
+        _wait_for_bodies([message_id])
         stored = storage.get_message(message_id)
     if stored is None:
         _fail(f"no message {message_id}")
@@ -327,6 +348,7 @@ def _summary_json(summary: Any) -> dict[str, Any]:
         "from": summary.from_header,
         "size": summary.size,
         "attachments": [_attachment_json(a) for a in summary.attachments],
+        "parsed": summary.parsed,
         "kind": summary.kind,
         "reply_ref": summary.reply_ref,
         "parent_id": summary.parent_id,

@@ -98,6 +98,7 @@ class MessageSummary:
     thread_id: int | None = None  # the first message of the thread; its own id for a first
     reply_text: str | None = None
     bounce: Bounce | None = None
+    parsed: bool = True  # False for the moments between the 250 and the body's parse
 
 
 @dataclass(frozen=True)
@@ -385,6 +386,14 @@ def unparsed_messages(limit: int = 1000, after: int = 0) -> list[int]:
     return list(db.session.execute(query).scalars())
 
 
+def unparsed_among(message_ids: Sequence[int]) -> list[int]:
+    """Which of these messages still wait for their body to be parsed."""
+    if not message_ids:
+        return []
+    query = select(Message.id).where(Message.id.in_(list(message_ids)), Message.parsed.is_(False))
+    return list(db.session.execute(query).scalars())
+
+
 def _summary_values(parsed: ParsedMail) -> dict:
     return {
         "subject": parsed.subject,
@@ -662,6 +671,7 @@ def _summary(message: Message, attachments: tuple[AttachmentInfo, ...]) -> Messa
         thread_id=message.thread_id or message.id,
         reply_text=message.reply_text,
         bounce=_bounce(message),
+        parsed=message.parsed,
     )
 
 

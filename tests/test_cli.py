@@ -218,3 +218,19 @@ def test_serve_runs_web_and_smtp_in_one_process(app: Flask, instance: Path) -> N
         assert process.wait(timeout=20) == 0
     finally:
         _stop(process)
+
+
+def test_list_right_after_sending_shows_the_parsed_attachments(mailbox: Mailbox) -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["Subject"] = "with a file"
+    message.set_content("see attached")
+    message.add_attachment(
+        b"%PDF-1.4 data", maintype="application", subtype="pdf", filename="report 2026.pdf"
+    )
+    mailbox.send(message.as_bytes())  # no waiting here: the command waits for the body
+    code, output, _ = run("messages", "list", "--json")
+    [listed] = json.loads(output)
+    assert code == 0 and listed["parsed"] is True
+    assert [a["filename"] for a in listed["attachments"]] == ["report 2026.pdf"]
