@@ -140,3 +140,12 @@ def test_require_tls_refuses_mail_from_in_the_clear(
         client.starttls(context=context)
         client.ehlo("client.test.example")
         assert client.mail("a@sender.example")[0] == 250
+
+
+def test_overlong_command_lines_are_refused_and_the_session_goes_on(mailbox: Mailbox) -> None:
+    with mailbox.connect() as client:
+        code, reply = client.docmd("MAIL FROM:<" + "a" * 600 + "@sender.example>")
+        assert code == 500 and b"too long" in reply
+        code, _ = client.docmd("NOOP " + "x" * 300_000)  # beyond the reader's buffer too
+        assert code == 500
+        assert client.noop()[0] == 250
