@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import storage
+from . import schema
 from .extensions import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True
     db.init_app(app)
     with app.app_context():
         db.create_all()
-        storage.init_schema()
+        schema.init_schema()
     if web:
         from .web import init_app as init_web
 

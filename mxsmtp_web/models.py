@@ -90,7 +90,7 @@ class Message(db.Model):
     messages never reads them."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Indexed by (received_at, id) and (status, received_at) below and in storage.init_schema;
+    # Indexed by (received_at, id) and (status, received_at) below and in schema.init_schema;
     # every index costs each insert, so none is doubled.
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     status: Mapped[str] = mapped_column(String(20))

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, column, delete, func, or_, select, update
-from sqlalchemy import text as sql_text
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from .extensions import db
@@ -136,7 +135,7 @@ def storage_error(error: Exception) -> StorageUnavailable:
 
 
 @contextmanager
-def _transaction() -> Iterator[None]:
+def transaction() -> Iterator[None]:
     """Commit on success; on any database error roll back and raise a storage error whose
     kind tells the SMTP side which code to answer."""
     try:
@@ -159,7 +158,7 @@ def save_message(
     conversation: ConversationFacts | None = None,
 ) -> int:
     """Store the raw bytes, the summary and every part in one transaction; returns the id."""
-    with _transaction():
+    with transaction():
         connection = db.session.connection()
         message_id = insert_message(
             connection,
@@ -434,7 +433,7 @@ def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> 
 
 
 def set_outcome(message_id: int, status: Status, hook_log: Sequence[dict]) -> None:
-    with _transaction():
+    with transaction():
         db.session.execute(
             update(Message)
             .where(Message.id == message_id)
@@ -446,7 +445,7 @@ def delete_messages(message_ids: Sequence[int]) -> int:
     """Delete messages with their raw bytes and attachments; returns how many went."""
     if not message_ids:
         return 0
-    with _transaction():
+    with transaction():
         result = db.session.execute(delete(Message).where(Message.id.in_(list(message_ids))))
     return result.rowcount or 0
 
@@ -454,7 +453,7 @@ def delete_messages(message_ids: Sequence[int]) -> int:
 def remove_failed_copies(message_id_header: str | None, envelope: Envelope, keep_id: int) -> int:
     """When a sender's retry is accepted, the copies that failed in a hook (same Message-ID,
     same envelope) have served their purpose."""
-    with _transaction():
+    with transaction():
         removed = remove_failed_copies_on(
             db.session.connection(), message_id_header, envelope, keep_id
         )
@@ -483,7 +482,7 @@ def remove_failed_copies_on(
 
 def run_in_transaction(job: Callable[[Connection], T]) -> T:
     """Run a write job (as the listener's group-commit writer would) in its own transaction."""
-    with _transaction():
+    with transaction():
         value = job(db.session.connection())
     return value
 
@@ -494,7 +493,7 @@ def record_refusal(
     """Remember why we refused something, without the content. Best effort: a refusal must
     still be answered when the database is down."""
     try:
-        with _transaction():
+        with transaction():
             db.session.add(
                 Refusal(
                     peer_address=envelope.peer_address,
@@ -517,7 +516,7 @@ def list_refusals(limit: int | None = None) -> list[Refusal]:
 
 def count_probe() -> None:
     """Double-bounce probes are counted, never stored."""
-    with _transaction():
+    with transaction():
         counter = db.session.get(Revision, PROBES_COUNTER)
         if counter is None:
             db.session.add(Revision(name=PROBES_COUNTER, value=1))
@@ -683,363 +682,3 @@ def _naive_utc(value: datetime | None) -> datetime | None:
         return value.astimezone(UTC).replace(tzinfo=None)
     except (OverflowError, ValueError):
         return None
-
-
-# --- the web inbox: search, pages, read marks, single parts ------------------------------------
-
-#: Full-text index over the searchable columns of `message`, kept in step by triggers, so every
-#: write (save, set_outcome, delete, purge) updates it in its own transaction.
-FTS_COLUMNS = ("subject", "mail_from", "rcpt_tos", "from_header", "text_body", "html_body")
-_FTS_LIST = ", ".join(FTS_COLUMNS)
-_FTS_NEW = ", ".join(f"new.{name}" for name in FTS_COLUMNS)
-_FTS_OLD = ", ".join(f"old.{name}" for name in FTS_COLUMNS)
-# A message enters the index once its body is parsed (the listener stores the header block
-# first), so the fast path's insert does no full-text work.
-_FTS_SCHEMA = (
-    f"CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5({_FTS_LIST}, "
-    "content='message', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS message_fts_insert AFTER INSERT ON message "
-    "WHEN new.parsed BEGIN "
-    f"INSERT INTO message_fts(rowid, {_FTS_LIST}) VALUES (new.id, {_FTS_NEW}); END",
-    "CREATE TRIGGER IF NOT EXISTS message_fts_delete AFTER DELETE ON message "
-    "WHEN old.parsed BEGIN "
-    f"INSERT INTO message_fts(message_fts, rowid, {_FTS_LIST}) "
-    f"VALUES ('delete', old.id, {_FTS_OLD}); END",
-    f"CREATE TRIGGER IF NOT EXISTS message_fts_parsed AFTER UPDATE OF parsed ON message "
-    f"WHEN new.parsed AND NOT old.parsed BEGIN "
-    f"INSERT INTO message_fts(rowid, {_FTS_LIST}) VALUES (new.id, {_FTS_NEW}); END",
-    f"CREATE TRIGGER IF NOT EXISTS message_fts_update AFTER UPDATE OF {_FTS_LIST} ON message "
-    f"WHEN old.parsed AND new.parsed "
-    f"BEGIN INSERT INTO message_fts(message_fts, rowid, {_FTS_LIST}) "
-    f"VALUES ('delete', old.id, {_FTS_OLD}); "
-    f"INSERT INTO message_fts(rowid, {_FTS_LIST}) VALUES (new.id, {_FTS_NEW}); END",
-)
-#: Indexes that keep each inbox sort order an index walk (ORDER BY ... LIMIT), even at 100k rows.
-_SORT_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS ix_message_received_id ON message (received_at, id)",
-    "CREATE INDEX IF NOT EXISTS ix_message_size_id ON message (size, id)",
-    "CREATE INDEX IF NOT EXISTS ix_message_subject_id ON message (subject COLLATE NOCASE, id)",
-    "CREATE INDEX IF NOT EXISTS ix_message_from_id ON message (from_header COLLATE NOCASE, id)",
-    "CREATE INDEX IF NOT EXISTS ix_refusal_at_id ON refusal (at, id)",
-)
-#: Content types that a browser shows as a plain picture and never runs (no SVG).
-RASTER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
-
-
-def init_schema() -> None:
-    """Create what `db.create_all()` cannot: the full-text index with its triggers, the sort
-    indexes, and the columns and indexes that later versions added to `message`. Idempotent;
-    a database from before the index gets it filled once."""
-    connection = db.session.connection()
-    _add_new_columns(connection)
-    existed = connection.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"
-    ).first()
-    for statement in (*_FTS_SCHEMA, *_SORT_INDEXES):
-        connection.exec_driver_sql(statement)
-    if not existed:
-        connection.exec_driver_sql("INSERT INTO message_fts(message_fts) VALUES ('rebuild')")
-    db.session.commit()
-
-
-def _add_new_columns(connection: Connection) -> None:
-    """Bring a `message` table made by an older version up to the model: SQLite adds a
-    nullable or defaulted column in place (ALTER TABLE ... ADD COLUMN)."""
-    table = Message.__table__
-    present = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")}
-    missing = [c for c in table.columns if c.name not in present]
-    for column_ in missing:
-        kind = column_.type.compile(dialect=connection.dialect)
-        default = column_.default.arg if column_.default is not None else None
-        clause = ""
-        if isinstance(default, str):
-            clause = " DEFAULT '" + default.replace("'", "''") + "'"
-        for key in column_.foreign_keys:
-            target = key.column
-            clause += f" REFERENCES {target.table.name}({target.name})"
-            clause += f" ON DELETE {key.ondelete}" if key.ondelete else ""
-        connection.exec_driver_sql(
-            f'ALTER TABLE message ADD COLUMN "{column_.name}" {kind}{clause}'
-        )
-    if missing:
-        for index in table.indexes:
-            index.create(connection, checkfirst=True)
-
-
-@dataclass(frozen=True)
-class MessageFilter:
-    """What the inbox shows: words to find, a received window [since, before), a status and
-    whether the message must (True) or must not (False) have attachments."""
-
-    text: str = ""
-    since: datetime | None = None
-    before: datetime | None = None
-    status: str | None = None
-    has_attachments: bool | None = None
-    kind: str | None = None
-    thread_id: int | None = None  # the messages of one thread (its first message's id)
-
-
-@dataclass(frozen=True)
-class InboxRow:
-    """One line of the inbox: the summary without bodies, headers or parts."""
-
-    id: int
-    received_at: datetime
-    status: str
-    mail_from: str
-    rcpt_tos: tuple[str, ...]
-    subject: str
-    from_header: str
-    size: int
-    attachment_count: int
-    seen: bool
-    kind: str = "message"
-    thread_id: int | None = None  # the first message of the thread; its own id for a first
-
-
-@dataclass(frozen=True)
-class ResultPage:
-    """One page of a listing; `has_more` says whether another page follows."""
-
-    rows: tuple
-    has_more: bool
-
-
-MESSAGE_SORTS = {
-    "received": Message.received_at,
-    "size": Message.size,
-    "subject": Message.subject.collate("NOCASE"),
-    "from": Message.from_header.collate("NOCASE"),
-}
-
-
-def fts_query(words: str) -> str | None:
-    """The user's words as an FTS5 query: every word must occur, each as a prefix; quotes in
-    the input are literal. None when nothing searchable is left."""
-    terms = [term for term in words.split() if any(ch.isalnum() for ch in term)]
-    if not terms:
-        return None
-    return " ".join('"' + term.replace('"', '""') + '"*' for term in terms)
-
-
-def _message_conditions(where: MessageFilter) -> list:
-    conditions: list = []
-    query = fts_query(where.text)
-    if query is not None:
-        matching = sql_text("SELECT rowid FROM message_fts WHERE message_fts MATCH :fts")
-        conditions.append(Message.id.in_(matching.bindparams(fts=query).columns(column("rowid"))))
-    if where.since is not None:
-        conditions.append(Message.received_at >= where.since)
-    if where.before is not None:
-        conditions.append(Message.received_at < where.before)
-    if where.status:
-        conditions.append(Message.status == where.status)
-    if where.has_attachments is True:
-        conditions.append(Message.attachment_count > 0)
-    elif where.has_attachments is False:
-        conditions.append(Message.attachment_count == 0)
-    if where.kind:
-        conditions.append(Message.kind == where.kind)
-    if where.thread_id is not None:
-        conditions.append(or_(Message.thread_id == where.thread_id, Message.id == where.thread_id))
-    return conditions
-
-
-def find_messages(
-    where: MessageFilter,
-    sort: str = "received",
-    descending: bool = True,
-    offset: int = 0,
-    limit: int = 50,
-) -> ResultPage:
-    """A page of inbox rows. Ordered by `sort` (a key of MESSAGE_SORTS), then by id, so the
-    order is total and pages never overlap; reads one row more than `limit` to tell whether
-    another page follows instead of counting everything."""
-    key = MESSAGE_SORTS[sort]
-    order = (key.desc(), Message.id.desc()) if descending else (key.asc(), Message.id.asc())
-    query = (
-        select(
-            Message.id,
-            Message.received_at,
-            Message.status,
-            Message.mail_from,
-            Message.rcpt_tos,
-            Message.subject,
-            Message.from_header,
-            Message.size,
-            Message.attachment_count,
-            Message.seen,
-            Message.kind,
-            func.coalesce(Message.thread_id, Message.id),
-        )
-        .where(*_message_conditions(where))
-        .order_by(*order)
-        .offset(max(offset, 0))
-        .limit(limit + 1)
-    )
-    rows = [
-        InboxRow(*row[:4], tuple(json.loads(row[4])), *row[5:]) for row in db.session.execute(query)
-    ]
-    return ResultPage(tuple(rows[:limit]), len(rows) > limit)
-
-
-def thread_sizes(thread_ids: Sequence[int]) -> dict[int, int]:
-    """How many stored messages each thread has (its first message included, if still
-    stored), for the inbox's thread marks."""
-    wanted = sorted(set(thread_ids))
-    if not wanted:
-        return {}
-    sizes = dict.fromkeys(wanted, 0)
-    later = db.session.execute(
-        select(Message.thread_id, func.count())
-        .where(Message.thread_id.in_(wanted))
-        .group_by(Message.thread_id)
-    ).all()
-    for thread_id, count in later:
-        sizes[thread_id] += count
-    for first in db.session.execute(select(Message.id).where(Message.id.in_(wanted))).scalars():
-        sizes[first] += 1
-    return sizes
-
-
-def count_messages(where: MessageFilter) -> int:
-    return db.session.execute(
-        select(func.count()).select_from(Message).where(*_message_conditions(where))
-    ).scalar_one()
-
-
-def set_seen(message_ids: Sequence[int], seen: bool = True) -> int:
-    """Mark messages read (or unread again); returns how many rows changed."""
-    if not message_ids:
-        return 0
-    with _transaction():
-        result = db.session.execute(
-            update(Message)
-            .where(Message.id.in_(list(message_ids)), Message.seen.is_not(seen))
-            .values(seen=seen)
-        )
-    return result.rowcount or 0
-
-
-@dataclass(frozen=True)
-class StoredPart:
-    """One stored attachment or inline part with its bytes."""
-
-    message_id: int
-    position: int
-    info: AttachmentInfo
-    data: bytes
-
-
-def _part_columns() -> tuple:
-    return (
-        Attachment.message_id,
-        Attachment.position,
-        Attachment.id,
-        Attachment.filename,
-        Attachment.content_type,
-        Attachment.content_id,
-        Attachment.disposition,
-        Attachment.size,
-        Attachment.sha256,
-        Attachment.data,
-    )
-
-
-def _stored_part(row: Sequence) -> StoredPart:
-    return StoredPart(row[0], row[1], AttachmentInfo(*row[2:9]), row[9])
-
-
-def get_attachment(attachment_id: int) -> StoredPart | None:
-    row = db.session.execute(select(*_part_columns()).where(Attachment.id == attachment_id)).first()
-    return _stored_part(row) if row else None
-
-
-def inline_images(message_id: int) -> dict[str, StoredPart]:
-    """The message's parts that have a Content-ID and a raster image type, by Content-ID:
-    what `cid:` references in its HTML may show."""
-    rows = db.session.execute(
-        select(*_part_columns()).where(
-            Attachment.message_id == message_id,
-            Attachment.content_id.is_not(None),
-            func.lower(Attachment.content_type).in_(RASTER_IMAGE_TYPES),
-        )
-    ).all()
-    return {row[5]: _stored_part(row) for row in rows}
-
-
-@dataclass(frozen=True)
-class RefusalFilter:
-    """Words to find in sender, recipient, peer address or HELO; one check; a time window."""
-
-    text: str = ""
-    check: str | None = None
-    since: datetime | None = None
-    before: datetime | None = None
-
-
-@dataclass(frozen=True)
-class RefusalRow:
-    id: int
-    at: datetime
-    peer_address: str
-    helo: str
-    mail_from: str
-    recipient: str
-    check: str
-    reply: str
-    detail: str
-
-
-def find_refusals(where: RefusalFilter, offset: int = 0, limit: int = 50) -> ResultPage:
-    """Newest first; every word of `text` must occur (case-insensitively) in one of the
-    address fields."""
-    conditions: list = []
-    for word in where.text.split():
-        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        conditions.append(
-            or_(
-                *(
-                    field.ilike(pattern, escape="\\")
-                    for field in (
-                        Refusal.mail_from,
-                        Refusal.recipient,
-                        Refusal.peer_address,
-                        Refusal.helo,
-                    )
-                )
-            )
-        )
-    if where.check:
-        conditions.append(Refusal.check == where.check)
-    if where.since is not None:
-        conditions.append(Refusal.at >= where.since)
-    if where.before is not None:
-        conditions.append(Refusal.at < where.before)
-    query = (
-        select(
-            Refusal.id,
-            Refusal.at,
-            Refusal.peer_address,
-            Refusal.helo,
-            Refusal.mail_from,
-            Refusal.recipient,
-            Refusal.check,
-            Refusal.reply,
-            Refusal.detail,
-        )
-        .where(*conditions)
-        .order_by(Refusal.at.desc(), Refusal.id.desc())
-        .offset(max(offset, 0))
-        .limit(limit + 1)
-    )
-    rows = [RefusalRow(*row) for row in db.session.execute(query)]
-    return ResultPage(tuple(rows[:limit]), len(rows) > limit)
-
-
-def refusal_checks() -> list[str]:
-    """The names of the checks that have refused something, for a filter list."""
-    return list(
-        db.session.execute(select(Refusal.check).distinct().order_by(Refusal.check)).scalars()
-    )

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import csrf_token, simple_message
-from mxsmtp_web import settings, storage
+from mxsmtp_web import search, settings, storage
 from mxsmtp_web.models import Status
 from mxsmtp_web.parsing import parse_message
 
@@ -102,7 +102,7 @@ def test_message_page_shows_envelope_hooks_and_parts(
     assert "<iframe" not in page
     assert "Reprocess" not in page  # viewers do not get the button
     with app.app_context():
-        assert storage.find_messages(storage.MessageFilter()).rows[0].seen  # opened: read
+        assert search.find_messages(search.MessageFilter()).rows[0].seen  # opened: read
 
 
 def test_tabs_show_headers_text_and_escaped_raw_source(

@@ -31,7 +31,7 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, Length, NumberRange, Optional, ValidationError
 
-from .. import storage
+from .. import search, storage
 from ..hooks import HookRunner
 from ..models import Status
 from ..processing import Processor
@@ -75,7 +75,7 @@ def _searchable(form: FlaskForm, field: StringField) -> None:
     """Words of punctuation only ("%", "*", a lone quote) cannot match anything; without this
     they would leave no search at all, and the page would list every message as if it had
     matched."""
-    if (field.data or "").strip() and storage.fts_query(field.data) is None:
+    if (field.data or "").strip() and search.fts_query(field.data) is None:
         raise ValidationError("Search for words with at least one letter or digit.")
 
 
@@ -107,10 +107,10 @@ class ReprocessForm(FlaskForm):
     """Only the CSRF token: the message id is in the URL."""
 
 
-def message_filter(form: InboxFilterForm) -> storage.MessageFilter:
+def message_filter(form: InboxFilterForm) -> search.MessageFilter:
     """The storage filter for a validated form; date fields are whole days in UTC."""
     attachments = {"yes": True, "no": False}.get(form.attachments.data or "")
-    return storage.MessageFilter(
+    return search.MessageFilter(
         text=form.q.data or "",
         since=day_start(form.since.data),
         before=day_start(form.until.data, days_after=1),
@@ -150,10 +150,10 @@ class InboxView(access.ViewerAccess, BaseView):
         if valid:
             where = message_filter(form)
             offset = (page - 1) * PAGE_SIZE
-            result = storage.find_messages(where, sort, descending, offset, PAGE_SIZE)
-            total = storage.count_messages(where)
+            result = search.find_messages(where, sort, descending, offset, PAGE_SIZE)
+            total = search.count_messages(where)
         else:  # a filter that cannot be applied matches nothing, never everything
-            result, total = storage.ResultPage((), False), 0
+            result, total = search.ResultPage((), False), 0
         args = listing_args()
         if thread and "order" not in args:
             args["order"] = "asc"
@@ -161,7 +161,7 @@ class InboxView(access.ViewerAccess, BaseView):
             "mxsmtp/inbox.html",
             form=form,
             thread=thread,
-            thread_sizes=storage.thread_sizes([row.thread_id for row in result.rows]),
+            thread_sizes=search.thread_sizes([row.thread_id for row in result.rows]),
             kind_labels=KIND_LABELS,
             bulk=BulkForm(formdata=None),
             rows=result.rows,
@@ -198,14 +198,14 @@ class InboxView(access.ViewerAccess, BaseView):
                 abort(403)
             flash(f"Deleted {storage.delete_messages(ids)} message(s).", "success")
         else:
-            storage.set_seen(ids, form.action.data == "read")
+            search.set_seen(ids, form.action.data == "read")
             flash(f"Marked {len(ids)} message(s) as {form.action.data}.", "success")
         return redirect(back)
 
     @expose("/message/<int:message_id>")
     def message(self, message_id: int) -> Any:
         stored = storage.get_message(message_id) or abort(404)
-        storage.set_seen([message_id], True)
+        search.set_seen([message_id], True)
         tab = request.args.get("tab") or ("preview" if stored.html is not None else "text")
         if tab not in TABS:
             abort(404)
@@ -216,7 +216,7 @@ class InboxView(access.ViewerAccess, BaseView):
             message=stored,
             summary=stored.summary,
             quoted=quoted_rest(stored.text, stored.summary.reply_text),
-            thread_size=storage.thread_sizes([thread_id]).get(thread_id, 1),
+            thread_size=search.thread_sizes([thread_id]).get(thread_id, 1),
             kind_labels=KIND_LABELS,
             tab=tab,
             remote=request.args.get("remote") == "1",
@@ -236,7 +236,7 @@ class InboxView(access.ViewerAccess, BaseView):
         else:
             images = {
                 content_id: preview.data_uri(part.info.content_type.lower(), part.data)
-                for content_id, part in storage.inline_images(message_id).items()
+                for content_id, part in search.inline_images(message_id).items()
             }
             document = preview.html_document(preview.inline_cid_images(stored.html, images))
         response = make_response(document)
@@ -252,7 +252,7 @@ class InboxView(access.ViewerAccess, BaseView):
     @expose("/message/<int:message_id>/cid/<path:content_id>")
     def cid(self, message_id: int, content_id: str) -> Response:
         """An inline picture of the message by its Content-ID; raster images only."""
-        part = storage.inline_images(message_id).get(preview.cid_key(content_id)) or abort(404)
+        part = search.inline_images(message_id).get(preview.cid_key(content_id)) or abort(404)
         response = Response(part.data, content_type=part.info.content_type.lower())
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
@@ -279,7 +279,7 @@ class InboxView(access.ViewerAccess, BaseView):
 
     @expose("/attachment/<int:attachment_id>")
     def attachment(self, attachment_id: int) -> Response:
-        part = storage.get_attachment(attachment_id) or abort(404)
+        part = search.get_attachment(attachment_id) or abort(404)
         name = downloads.part_name(part.info.filename, part.info.content_type, part.position + 1)
         return downloads.download(part.data, name, part.info.content_type)
 

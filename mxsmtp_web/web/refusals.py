@@ -11,7 +11,7 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, SelectChoice, SelectField, StringField
 from wtforms.validators import Length, Optional
 
-from .. import storage
+from .. import search
 from .access import ViewerAccess
 from .inbox import day_start, listing_args, page_number
 
@@ -30,8 +30,8 @@ class RefusalFilterForm(FlaskForm):
     until = DateField("Until", validators=[Optional()])
 
 
-def refusal_filter(form: RefusalFilterForm) -> storage.RefusalFilter:
-    return storage.RefusalFilter(
+def refusal_filter(form: RefusalFilterForm) -> search.RefusalFilter:
+    return search.RefusalFilter(
         text=form.q.data or "",
         check=form.check.data or None,
         since=day_start(form.since.data),
@@ -44,11 +44,11 @@ class RefusalsView(ViewerAccess, BaseView):
     def index(self) -> Any:
         form = RefusalFilterForm(formdata=request.args)
         form.check.choices = [SelectChoice("", "Any check")] + [
-            SelectChoice(check) for check in storage.refusal_checks()
+            SelectChoice(check) for check in search.refusal_checks()
         ]
-        where = refusal_filter(form) if form.validate() else storage.RefusalFilter()
+        where = refusal_filter(form) if form.validate() else search.RefusalFilter()
         page = page_number()
-        result = storage.find_refusals(where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
+        result = search.find_refusals(where, (page - 1) * PAGE_SIZE, PAGE_SIZE)
         args = listing_args()
         return self.render(
             "mxsmtp/refusals.html",
