@@ -229,3 +229,18 @@ def test_css_keeps_plain_values_and_drops_the_rest():
 
 def test_stripped_blocks_keep_text_apart():
     assert sanitize_html("<div>one</div><div>two</div>", "basic").split() == ["one", "two"]
+
+
+@pytest.mark.parametrize("level", list(LEVELS))
+def test_absurdly_nested_html_is_not_parsed_but_kept_as_escaped_text(level):
+    """html5lib's time grows with the square of the depth: 100,000 nested elements would take
+    minutes. Past MAX_NESTING the HTML is shown as its text only, escaped."""
+    crafted = "<div>" * 100_000 + "deep <script>alert(1)</script>" + "</div>" * 100_000
+    result = sanitize_html(crafted, level)
+    assert result.startswith("<pre>") and result.endswith("</pre>")
+    assert "<div" not in result and "<script" not in result and "deep" in result
+
+
+def test_real_newsletter_nesting_is_still_parsed():
+    nested = "<table><tr><td>" * 30 + "cell" + "</td></tr></table>" * 30
+    assert sanitize_html(nested, "standard").startswith("<table>")
