@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from launch import free_port, memory_kib, start_mxsmtp, wait_ready
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -84,58 +84,21 @@ def build_message(size: int) -> tuple[bytes, bytes]:
     return message.encode(), attachment
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                if connection.recv(100).startswith(b"220"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
-
-
 def peak_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return memory_kib(pid).get("VmHWM", 0) / 1024
 
 
 def start_server(kind: str, port: int, workdir: Path) -> subprocess.Popen:
     if kind == "mxsmtp":
-        env = {**os.environ, "MXSMTP_INSTANCE": str(workdir / "instance")}
-        for key, value in (
-            ("port", str(port)),
-            ("host_name", "bench.example"),
-            ("max_sessions_per_peer", "1000"),
-        ):
-            subprocess.run(
-                [BIN / "mxsmtp", "settings", "set", key, value],
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        command = [str(BIN / "mxsmtp"), "smtp"]
-    else:
-        env = dict(os.environ)
-        command = [
-            sys.executable,
-            str(HERE / "baselines.py"),
-            kind,
-            str(port),
-            str(workdir / "naive.sqlite3"),
-        ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_mxsmtp(workdir / "instance", port, "bench.example")
+    command = [
+        sys.executable,
+        str(HERE / "baselines.py"),
+        kind,
+        str(port),
+        str(workdir / "naive.sqlite3"),
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def drive(load: Load, port: int, message_file: Path) -> float:

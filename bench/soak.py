@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import ipaddress
-import os
 import random
 import shutil
 import signal
@@ -29,6 +28,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from launch import free_port, memory_kib, start_mxsmtp, wait_ready
 
 BIN = Path(sys.executable).parent
 SAMPLE_EVERY = 5.0  # seconds between memory samples
@@ -102,59 +103,10 @@ def hold_session(
             client.close()
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak) of `pid`, in KiB, from /proc; {} once the process is gone."""
-    values: dict[str, int] = {}
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return values
-    for line in status.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return values
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"mxsmtp smtp exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                if connection.recv(100).startswith(b"220"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("mxsmtp smtp did not become ready")
-
-
 def start_server(instance: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "MXSMTP_INSTANCE": str(instance)}
-    settings = (
-        ("port", str(port)),
-        ("host_name", "soak.example"),
-        # every session comes from 127.0.0.1: lift the per-address limit for the load
-        ("max_sessions_per_peer", "1000"),
-    )
-    for key, value in settings:
-        subprocess.run(
-            [BIN / "mxsmtp", "settings", "set", key, value],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    instance.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(instance / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [BIN / "mxsmtp", "smtp"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = start_mxsmtp(instance, port, "soak.example", log)
     wait_ready(port, process)
     return process
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import smtplib
-import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+
+from launch import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -132,9 +133,7 @@ def purge_beside_listener(app: object, half: int) -> tuple[float, float, int]:
             {"n": half},
         )
         db.session.commit()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         settings.save({"port": str(port)})
     listener = Listener(app)
     listener.start()

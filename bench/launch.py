@@ -1,0 +1,73 @@
+"""Starting servers for the benchmarks: a free loopback port, `mxsmtp smtp` on a fresh
+instance with the settings a load needs, waiting for the greeting, and reading a process's
+memory from /proc. Shared by ingest.py and soak.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    """Until the server on `port` sends its 220 greeting; raises if it exits or is slow."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                if connection.recv(100).startswith(b"220"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not become ready")
+
+
+def start_mxsmtp(
+    instance: Path, port: int, host_name: str, output: IO[bytes] | int = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """`mxsmtp smtp` on `instance`, listening on `port`. Every session of a load generator
+    comes from 127.0.0.1, so the per-address session limit is lifted."""
+    env = {**os.environ, "MXSMTP_INSTANCE": str(instance)}
+    settings = (
+        ("port", str(port)),
+        ("host_name", host_name),
+        ("max_sessions_per_peer", "1000"),
+    )
+    for key, value in settings:
+        subprocess.run(
+            [BIN / "mxsmtp", "settings", "set", key, value],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return subprocess.Popen(
+        [BIN / "mxsmtp", "smtp"], env=env, stdout=output, stderr=subprocess.STDOUT
+    )
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of `pid`, in KiB, from /proc; {} once the process is gone."""
+    values: dict[str, int] = {}
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return values
+    for line in status.splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
