@@ -65,8 +65,7 @@ def is_double_bounce(sender: str, configured: str) -> bool:
     return re.fullmatch(pattern, sender.lower()) is not None
 
 
-def envelope_of(session: Session, envelope: Envelope) -> storage.Envelope:
-    info = session_info(session)
+def envelope_of(info: SessionInfo, envelope: Envelope) -> storage.Envelope:
     return storage.Envelope(
         mail_from=plain_sender(envelope.mail_from),
         rcpt_tos=tuple(envelope.rcpt_tos),
@@ -162,11 +161,10 @@ class MailHandler:
         refusal = content_refusal(content, self.settings)
         if refusal is not None:
             return await self._refuse(session, envelope, "message shape", refusal)
-        raw = self._received_header(session, envelope) + content
-        record = envelope_of(session, envelope)
-        outcome = await self.processor.deliver(
-            record, session_info(session), raw, self.settings, envelope.hook_log
-        )
+        info = session_info(session)
+        raw = self._received_header(info, session, envelope) + content
+        record = envelope_of(info, envelope)
+        outcome = await self.processor.deliver(record, info, raw, self.settings, envelope.hook_log)
         log.info(
             "message from <%s> for %s (%d bytes): %s%s",
             record.mail_from,
@@ -221,7 +219,7 @@ class MailHandler:
         sender: str | None = None,
         recipient: str = "",
     ) -> str:
-        record = envelope_of(session, envelope)
+        record = envelope_of(session_info(session), envelope)
         if sender is not None:
             record = storage.Envelope(
                 sender, record.rcpt_tos, record.peer_address, record.helo, record.tls
@@ -231,9 +229,8 @@ class MailHandler:
         await self.processor.in_app(storage.record_refusal, record, recipient, check, reply, detail)
         return reply
 
-    def _received_header(self, session: Session, envelope: Envelope) -> bytes:
+    def _received_header(self, info: SessionInfo, session: Session, envelope: Envelope) -> bytes:
         """RFC 5321 4.4 trace header, prepended to the stored message."""
-        info = session_info(session)
         protocol = ("ESMTPS" if info.tls else "ESMTP") if session.extended_smtp else "SMTP"
         recipient = (
             f"\r\n\tfor <{_clean(envelope.rcpt_tos[0])}>" if len(envelope.rcpt_tos) == 1 else ""

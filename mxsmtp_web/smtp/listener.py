@@ -163,7 +163,7 @@ class Listener:
         assert self.processor is not None
         try:
             revision = self._read_revision()
-            if revision != self._settings.revision or revision == 0:
+            if revision != self._settings.revision:
                 self._settings = await self.processor.in_app(load_settings)
         except Exception as error:  # the database is down: keep serving with what we know
             log.warning("could not re-read settings, keeping the previous ones: %s", error)
