@@ -81,11 +81,18 @@ def part_name(filename: str | None, content_type: str, number: int) -> str:
     return safe_filename(filename, f"part-{number}{extension}")
 
 
-def download(data: bytes, name: str, content_type: str) -> Response:
-    """Exactly `data`, as a file to save under `name` (already a `safe_filename`)."""
-    response = Response(data, content_type=download_type(content_type))
-    response.headers["Content-Disposition"] = content_disposition(name)
+def inert(data: bytes, content_type: str) -> Response:
+    """`data` from our origin that a browser will neither sniff nor run: nosniff, and a CSP
+    that forbids everything and sandboxes it even if it is opened as a page."""
+    response = Response(data, content_type=content_type)
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+def download(data: bytes, name: str, content_type: str) -> Response:
+    """Exactly `data`, as a file to save under `name` (already a `safe_filename`)."""
+    response = inert(data, download_type(content_type))
+    response.headers["Content-Disposition"] = content_disposition(name)
     return response

@@ -253,11 +253,7 @@ class InboxView(access.ViewerAccess, BaseView):
     def cid(self, message_id: int, content_id: str) -> Response:
         """An inline picture of the message by its Content-ID; raster images only."""
         part = search.inline_images(message_id).get(preview.cid_key(content_id)) or abort(404)
-        response = Response(part.data, content_type=part.info.content_type.lower())
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response.headers["Cache-Control"] = "private, no-store"
-        return response
+        return downloads.inert(part.data, part.info.content_type.lower())
 
     @expose("/message/<int:message_id>.eml")
     def eml(self, message_id: int) -> Response:
@@ -272,10 +268,7 @@ class InboxView(access.ViewerAccess, BaseView):
         raw = storage.get_raw(message_id)
         if raw is None:
             abort(404)
-        response = Response(raw, content_type="text/plain; charset=utf-8")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        return response
+        return downloads.inert(raw, "text/plain; charset=utf-8")
 
     @expose("/attachment/<int:attachment_id>")
     def attachment(self, attachment_id: int) -> Response:
