@@ -46,9 +46,12 @@ T = TypeVar("T")
 COMPLETERS = 2
 FEED_BATCH = 100
 MAX_PARSERS = 4
+# When a body could not be stored (the database was busy or the writer restarting).
+RETRY_SECONDS = 1.0
 # Body parsing yields the CPU to the SMTP dialogue and the writer: under a burst the backlog
-# (ids only) grows and drains when the burst is over.
-PARSER_NICENESS = 10
+# (ids only) grows and drains when the burst is over. The lowest priority, not the idle
+# scheduling class: on a machine that is always busy, bodies must still get parsed.
+PARSER_NICENESS = 19
 
 #: What the parse step gives: the full parse, the HTML to store, the conversation facts.
 Parse = tuple[ParsedMail, str | None, storage.ConversationFacts]
@@ -359,10 +362,20 @@ class BodyBacklog:
             message_id = await self._queue.get()
             try:
                 await self.processor.complete(message_id, self._settings)
+            except storage.StorageUnavailable as error:
+                log.warning(
+                    "could not store the body of message %s, will retry: %s", message_id, error
+                )
+                self._retry_from(message_id)
             except Exception:
                 log.exception("parsing message %s failed; it stays as received", message_id)
             finally:
                 self._queue.task_done()
+
+    def _retry_from(self, message_id: int) -> None:
+        """Feed again from `message_id` a little later (ids already parsed are skipped)."""
+        self._cursor = min(self._cursor, message_id - 1)
+        asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wake.set)
 
     async def finish(self, timeout: float) -> None:
         if not self._tasks:

@@ -22,12 +22,13 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import text
 
 from conftest import Mailbox, simple_message, wait_for
 from mxsmtp_web import DATABASE_NAME
 from mxsmtp_web import settings as settings_module
 from mxsmtp_web.extensions import db
+from mxsmtp_web.smtp.listener import Listener
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
 SENDERS = 20
@@ -236,21 +237,34 @@ def test_sigkill_under_load_loses_no_accepted_message_and_leaves_nothing_half_wr
 
 
 @contextmanager
-def on_each_checkout(app: Flask, *pragmas: str) -> Iterator[None]:
-    """Run `pragmas` on every database connection the app's engine hands out (the listener's
-    included) while the block runs; undo nothing else. The fault is SQLite's own."""
+def writes_refused(app: Flask, error: str) -> Iterator[None]:
+    """Every write of a message fails with SQLite's own `error` text while the block runs
+    (a trigger raising it: the listener's writer runs in a process of its own, so the fault
+    has to live in the database, where that process meets it)."""
     with app.app_context():
-        engine = db.engine
-
-    def apply(dbapi_connection: sqlite3.Connection, *_: object) -> None:
-        for pragma in pragmas:
-            dbapi_connection.execute(pragma)
-
-    event.listen(engine, "checkout", apply)
+        db.session.execute(
+            text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON message "
+                f"BEGIN SELECT RAISE(ABORT, '{error}'); END"
+            )
+        )
+        db.session.commit()
     try:
         yield
     finally:
-        event.remove(engine, "checkout", apply)
+        with app.app_context():
+            db.session.execute(text("DROP TRIGGER refuse"))
+            db.session.commit()
+
+
+@pytest.fixture
+def impatient_mailbox(app: Flask) -> Iterator[Mailbox]:
+    """A listener whose writer waits only 300 ms for another process's write lock."""
+    app.config["SQLITE_BUSY_TIMEOUT_MS"] = 300
+    listener = Listener(app)
+    assert listener.start().running
+    yield Mailbox(app, listener)
+    listener.stop(grace=5)
 
 
 def deferred_reply(mailbox: Mailbox, message: bytes) -> tuple[int, bytes]:
@@ -260,34 +274,75 @@ def deferred_reply(mailbox: Mailbox, message: bytes) -> tuple[int, bytes]:
 
 
 def test_read_only_database_answers_451_and_the_listener_recovers(mailbox: Mailbox) -> None:
-    """PRAGMA query_only makes SQLite refuse every write with SQLITE_READONLY ("attempt to
-    write a readonly database"), as a read-only file or file system would."""
-    with on_each_checkout(mailbox.app, "PRAGMA query_only = ON"):
+    """Writes refused as a read-only file or file system refuses them ("attempt to write a
+    readonly database")."""
+    with writes_refused(mailbox.app, "attempt to write a readonly database"):
         for number in range(3):
             message = simple_message(message_id=f"<ro-{number}@sender.example>")
             assert deferred_reply(mailbox, message) == (451, b"4.3.0")
-    with on_each_checkout(mailbox.app, "PRAGMA query_only = OFF"):
-        assert mailbox.send(simple_message(message_id="<ro-ok@sender.example>")) == {}
+    assert mailbox.send(simple_message(message_id="<ro-ok@sender.example>")) == {}
     assert [m.id for m in mailbox.messages()] and len(mailbox.messages()) == 1
     assert mailbox.listener.state.running and mailbox.listener.state.error is None
 
 
 def test_locked_database_answers_451_and_the_listener_recovers(
-    mailbox: Mailbox, instance: Path
+    impatient_mailbox: Mailbox, instance: Path
 ) -> None:
     """Another process holds the write lock past the busy timeout: "database is locked".
-    The busy timeout is shortened for this test's connections only, to keep it quick; what
-    happens when it runs out is the same at any length."""
+    The busy timeout is shortened for this test's listener, to keep it quick; what happens
+    when it runs out is the same at any length."""
+    mailbox = impatient_mailbox
     holder = sqlite3.connect(instance / DATABASE_NAME, isolation_level=None)
     try:
-        with on_each_checkout(mailbox.app, "PRAGMA busy_timeout = 300"):
-            holder.execute("BEGIN EXCLUSIVE")
-            try:
-                assert deferred_reply(mailbox, simple_message()) == (451, b"4.3.0")
-            finally:
-                holder.execute("ROLLBACK")
-            assert mailbox.send(simple_message(message_id="<after-lock@x>")) == {}
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            assert deferred_reply(mailbox, simple_message()) == (451, b"4.3.0")
+        finally:
+            holder.execute("ROLLBACK")
+        assert mailbox.send(simple_message(message_id="<after-lock@x>")) == {}
     finally:
         holder.close()
     assert [m.subject for m in mailbox.messages()] == ["Hello"]
     assert mailbox.listener.state.running and mailbox.listener.state.error is None
+
+
+# --- the writer process ----------------------------------------------------------------
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_a_writer_process_that_dies_is_started_again(mailbox: Mailbox) -> None:
+    writer = mailbox.listener.processor.writer
+    first = writer.pid
+    assert first is not None and first != os.getpid()
+    assert mailbox.send(simple_message(message_id="<before@x>")) == {}
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: writer.pid != first, what="the listener to notice the writer is gone")
+    assert mailbox.send(simple_message(message_id="<after@x>")) == {}
+    assert writer.pid not in (None, first)
+    assert len(mailbox.messages()) == 2
+
+
+def test_the_writer_process_outlives_signals_to_its_group_until_the_listener_stops(
+    app: Flask,
+) -> None:
+    """systemd and Ctrl-C signal the whole process group: the writer must stay to store
+    what the listener still finishes after it was told to stop."""
+    listener = Listener(app)
+    assert listener.start().running
+    mailbox = Mailbox(app, listener)
+    writer = listener.processor.writer
+    pid = writer.pid
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    assert mailbox.send(simple_message()) == {}
+    assert writer.pid == pid
+    assert [m.subject for m in mailbox.messages()] == ["Hello"]
+    listener.stop(grace=5)
+    wait_for(lambda: process_gone(pid), what="the writer process to end with the listener")

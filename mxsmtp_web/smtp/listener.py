@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask
 
 from .. import status, storage
-from ..extensions import db
+from ..extensions import SQLITE_BUSY_TIMEOUT_MS, db
 from ..group_commit import GroupCommitWriter
 from ..hooks import HookRunner
 from ..processing import Processor, shared_parse_pool
@@ -130,7 +130,11 @@ class Listener:
         self._stop = asyncio.Event()
         runner = HookRunner(Path(self.app.config["HOOKS_DIR"]), context=self.app.app_context)
         with self.app.app_context():
-            writer = GroupCommitWriter(db.engine)
+            writer = GroupCommitWriter(
+                db.engine.url.render_as_string(hide_password=False),
+                self.app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS),
+            )
+        await writer.start()
         self.processor = Processor(self.app, runner, writer, shared_parse_pool())
         try:
             await self._follow_settings()
@@ -147,7 +151,7 @@ class Listener:
             runner.close()
             if self._revision_connection is not None:
                 self._revision_connection.close()
-            await asyncio.to_thread(writer.close)
+            await writer.close()
             await self._withdraw()
 
     async def _withdraw(self) -> None:
