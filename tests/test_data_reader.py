@@ -68,3 +68,12 @@ def test_size_limit_drops_the_content_but_reads_to_the_end() -> None:
     section, rest = read(b"y" * 5000 + b"\r\n.\r\nNOOP\r\n", limit=1000, step=512)
     assert section.too_large and section.content == b"" and section.size == 5002
     assert rest == b"NOOP\r\n"
+
+
+@pytest.mark.parametrize("width", range(56, 72))
+def test_a_stuffed_dot_is_dropped_wherever_a_chunk_ends(width: int) -> None:
+    """Chunks of a full buffer end at every offset of these lines, between CR and LF too."""
+    lines = [b"." * (n % 3 + 1) + b"y" * (width - n) for n in range(40)]
+    transmitted = b"".join(line + b"\r\n" for line in lines) + b".\r\n"
+    section, _ = read(transmitted, buffer_limit=64, step=97)
+    assert section.content == b"".join(line[1:] + b"\r\n" for line in lines)

@@ -42,9 +42,8 @@ class _Unstuffer:
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
-        joined = self.tail + chunk
-        unstuffed = joined.replace(b"\r\n.", CRLF)[len(self.tail) :]
-        self.tail = joined[-2:]
+        unstuffed = self._unstuff(chunk)
+        self.tail = (self.tail + chunk[-2:])[-2:]
         self.size += len(unstuffed)
         if self.too_large:
             return
@@ -53,6 +52,15 @@ class _Unstuffer:
             self.parts.clear()  # the excess is never buffered
             return
         self.parts.append(unstuffed)
+
+    def _unstuff(self, chunk: bytes) -> bytes:
+        """Drop the dot after every CRLF, also where the CRLF ended the previous chunk. Most
+        chunks have none, and then `replace` returns the chunk itself: no copy."""
+        if chunk[:1] == b"." and self.tail == CRLF:
+            chunk = chunk[1:]
+        elif chunk[:2] == b"\n." and self.tail[-1:] == b"\r":
+            chunk = chunk[:1] + chunk[2:]
+        return chunk.replace(b"\r\n.", CRLF)
 
     def ends_line_before(self, chunk: bytes) -> bool:
         """Whether the bytes before the trailing ".\\r\\n" of `chunk` end a line."""
