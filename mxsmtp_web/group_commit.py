@@ -275,6 +275,15 @@ class GroupCommit:
             return [(job_id, None, failure) for job_id, _ in batch]
         return outcomes
 
+    def read(self, query: Callable[[Connection, Any], T], *args: Any) -> T:
+        """Run a read on the same connection, outside any write transaction."""
+        connection = self._connect()
+        try:
+            return query(connection, *args)
+        except (SQLAlchemyError, sqlite3.Error) as error:
+            self._reset()
+            raise storage_error(error) from error
+
     def close(self) -> None:
         self._reset()
         self._engine.dispose()

@@ -19,10 +19,11 @@ from multiprocessing import get_context
 from typing import Any, TypeVar
 
 from flask import Flask
-from sqlalchemy import Connection
+from sqlalchemy import Connection, create_engine
 
 from . import conversation, storage
-from .group_commit import GroupCommitWriter
+from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
+from .group_commit import GroupCommit, GroupCommitWriter
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
 from .parsing import ParsedMail, parse_headers, parse_message
@@ -46,6 +47,11 @@ T = TypeVar("T")
 COMPLETERS = 2
 FEED_BATCH = 100
 MAX_PARSERS = 4
+# Bodies a parser process stores in one transaction: few, to hold the write lock briefly.
+BODIES_PER_TRANSACTION = 8
+# Bodies wait while messages arrive less than QUIET_SECONDS apart, for DEFER_SECONDS at most.
+QUIET_SECONDS = 0.05
+DEFER_SECONDS = 10.0
 # When a body could not be stored (the database was busy or the writer restarting).
 RETRY_SECONDS = 1.0
 # Body parsing yields the CPU to the SMTP dialogue and the writer: under a burst the backlog
@@ -99,6 +105,11 @@ class Processor:
         self.parse_pool = parse_pool
         # Keys read once per process (and again when the key files change), not per message.
         self.replies = ReplyReader(app.instance_path)
+        with app.app_context():
+            self.database = Database(
+                db.engine.url.render_as_string(hide_password=False),
+                app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS),
+            )
         self.backlog = BodyBacklog(self)
 
     async def in_app(self, function: Callable[..., T], *args: Any) -> T:
@@ -199,14 +210,21 @@ class Processor:
         """Parse the body of a message stored with only its header block, soon."""
         self.backlog.notify(settings)
 
-    async def complete(self, message_id: int, settings: Settings) -> None:
-        """Parse a stored message's body and keep bodies, attachments and conversation facts."""
-        pending = await self.in_app(storage.get_raw_and_reply_ref, message_id)
-        if pending is None:  # deleted meanwhile
-            return
-        raw, reply_ref = pending
-        parsed, html, facts = await self.parse(raw, settings, reply_ref)
-        await self.write(partial(_store_body, message_id, parsed, html, facts))
+    async def complete(self, message_ids: list[int], settings: Settings) -> None:
+        """Parse the bodies of messages stored with only their header block and store them:
+        all of it in a parser process (reading, parsing, writing), so that none of it costs
+        the listener's process anything but the ids."""
+        if self.parse_pool is not None:
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(
+                    self.parse_pool, complete_bodies, self.database, message_ids, settings
+                )
+                return
+            except BrokenProcessPool:
+                log.error("the parse pool broke; parsing in a thread instead")
+                self.parse_pool = None
+        await asyncio.to_thread(complete_bodies, self.database, message_ids, settings)
 
     async def finish_pending(self, timeout: float) -> None:
         """Let body parses under way finish (up to `timeout` seconds); the rest of the backlog
@@ -327,19 +345,28 @@ class BodyBacklog:
     """Messages stored with only their header block, waiting for their body to be parsed.
     The backlog is the database itself (rows with parsed = 0): it costs no memory however
     long a burst makes it, and survives a crash. A feeder reads ids in order, in batches, and
-    hands them to COMPLETERS workers through a small queue."""
+    hands them to COMPLETERS workers through a small queue.
+
+    Under a burst the bodies wait, so that the CPU goes to answering senders: nothing is fed
+    while messages keep arriving less than QUIET_SECONDS apart, for at most DEFER_SECONDS; a
+    load that never pauses gets its bodies parsed beside it after that."""
 
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
+        self._last_arrival = -QUIET_SECONDS
+        self._busy_since: float | None = None
         self._wake = asyncio.Event()
-        self._queue: asyncio.Queue[int] = asyncio.Queue(maxsize=2 * FEED_BATCH)
+        self._queue: asyncio.Queue[list[int]] = asyncio.Queue(maxsize=2 * COMPLETERS)
         self._cursor = 0  # ids up to here were handed out; new messages have higher ids
         self._settings = Settings()
         self._tasks: list[asyncio.Task[None]] = []
 
-    def notify(self, settings: Settings) -> None:
-        """A message was stored with only its header block (or the listener started)."""
+    def notify(self, settings: Settings, arrival: bool = True) -> None:
+        """A message was stored with only its header block (or, not an arrival, the listener
+        started and looks for what a crash left)."""
         self._settings = settings
+        if arrival:
+            self._last_arrival = asyncio.get_running_loop().time()
         self._wake.set()
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._feed())] + [
@@ -354,21 +381,31 @@ class BodyBacklog:
                 storage.unparsed_messages, FEED_BATCH, self._cursor
             ):
                 self._cursor = ids[-1]
-                for message_id in ids:
-                    await self._queue.put(message_id)  # waits while the workers are busy
+                for start in range(0, len(ids), BODIES_PER_TRANSACTION):
+                    await self._wait_for_quiet()
+                    # waits while the workers are busy
+                    await self._queue.put(ids[start : start + BODIES_PER_TRANSACTION])
+
+    async def _wait_for_quiet(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (now := loop.time()) - self._last_arrival < QUIET_SECONDS:
+            if self._busy_since is None:
+                self._busy_since = now
+            if now - self._busy_since >= DEFER_SECONDS:
+                return  # a load that never pauses: parse beside it
+            await asyncio.sleep(QUIET_SECONDS)
+        self._busy_since = None
 
     async def _work(self) -> None:
         while True:
-            message_id = await self._queue.get()
+            message_ids = await self._queue.get()
             try:
-                await self.processor.complete(message_id, self._settings)
+                await self.processor.complete(message_ids, self._settings)
             except storage.StorageUnavailable as error:
-                log.warning(
-                    "could not store the body of message %s, will retry: %s", message_id, error
-                )
-                self._retry_from(message_id)
+                log.warning("could not store message bodies, will retry: %s", error)
+                self._retry_from(message_ids[0])
             except Exception:
-                log.exception("parsing message %s failed; it stays as received", message_id)
+                log.exception("parsing messages %s failed; they stay as received", message_ids)
             finally:
                 self._queue.task_done()
 
@@ -470,6 +507,39 @@ def _store_body(
     connection: Connection,
 ) -> None:
     storage.store_body(connection, message_id, parsed, html, facts)
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a parser process stores what it parsed."""
+
+    url: str
+    busy_timeout_ms: int
+
+
+_parser_writers: dict[Database, GroupCommit] = {}
+
+
+def complete_bodies(database: Database, message_ids: list[int], settings: Settings) -> None:
+    """Runs in a parser process (module-level: it pickles by name): read the messages, parse
+    them, store their bodies in one transaction, each in a savepoint of its own. A message
+    that cannot be parsed stays as received; a database error raises StorageUnavailable."""
+    writer = _parser_writers.get(database)
+    if writer is None:
+        writer = _parser_writers[database] = GroupCommit(
+            create_engine(database.url), database.busy_timeout_ms
+        )
+    jobs = []
+    for message_id, raw, reply_ref in writer.read(storage.pending_bodies, message_ids):
+        try:
+            parsed, html, facts = parse_and_sanitise(raw, settings, reply_ref)
+        except Exception:
+            log.exception("parsing message %s failed; it stays as received", message_id)
+            continue
+        jobs.append((message_id, partial(_store_body, message_id, parsed, html, facts)))
+    for _, _, error in writer.write(jobs) if jobs else ():
+        if error is not None:
+            raise error
 
 
 def parse_and_sanitise(raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:

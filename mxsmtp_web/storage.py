@@ -573,14 +573,19 @@ def get_raw(message_id: int) -> bytes | None:
     ).scalar()
 
 
-def get_raw_and_reply_ref(message_id: int) -> tuple[bytes, str | None] | None:
-    """What the body parse of a stored message needs: its bytes and its reply ref."""
-    row = db.session.execute(
-        select(MessageRaw.data, Message.reply_ref)
-        .join(Message, Message.id == MessageRaw.message_id)
-        .where(MessageRaw.message_id == message_id)
-    ).first()
-    return (row[0], row[1]) if row else None
+def pending_bodies(
+    connection: Connection, message_ids: Sequence[int]
+) -> list[tuple[int, bytes, str | None]]:
+    """What the body parse of stored messages needs: id, bytes and reply ref of each of
+    `message_ids` still waiting for its body, on any connection (the parser processes')."""
+    marks = ", ".join("?" * len(message_ids))
+    rows = _driver(connection).execute(
+        "SELECT message.id, message_raw.data, message.reply_ref FROM message "
+        "JOIN message_raw ON message_raw.message_id = message.id "
+        f"WHERE message.parsed = 0 AND message.id IN ({marks}) ORDER BY message.id",
+        list(message_ids),
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 def get_attachment_data(attachment_id: int) -> bytes | None:

@@ -139,7 +139,7 @@ class Listener:
         try:
             await self._follow_settings()
             self._started.set()
-            self.processor.backlog.notify(self._settings)  # bodies a crash left unparsed
+            self.processor.backlog.notify(self._settings, arrival=False)  # what a crash left
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)
