@@ -645,8 +645,8 @@ def parse_headers(raw: bytes) -> ParsedMail:
     message before its body is parsed; `parse_message` later gives the definitive values.
     Bodies and attachments are empty. Never raises."""
     try:
-        head = bytes(raw).partition(b"\r\n\r\n")[0]
-        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
+        head = bytes(raw[: header_block_size(raw)])  # not the body: it may be megabytes
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
         walk = _Walk()
         headers = tuple((_repair(k), _decode_header(str(v), walk)) for k, v in msg.items())
         return ParsedMail(
@@ -686,13 +686,14 @@ def mime_shape(raw: bytes) -> tuple[int, int]:
     """(parts, depth) of the MIME tree, from the boundary lines alone: linear in the size of
     the message with plain substring searches (no regex over the body), so bounds can be
     checked before any real parsing. Depth counts multipart levels; parts counts body parts
-    of all of them."""
-    boundaries = _boundaries(raw)
+    of all of them. Boundaries are read where `email` reads them, in the header block of the
+    message and of each part, so a body is searched only for lines that start with "--"."""
+    boundaries = _boundaries(raw[: header_block_size(raw)])
     if not boundaries:
         return (1, 0)
     stack: list[bytes] = []
     parts = depth = 0
-    for line in _delimiter_lines(raw):
+    for line, begin, limit in _delimiter_lines(raw):
         closing = line.endswith(b"--") and line[:-2] in boundaries
         boundary = line[:-2] if closing else line
         if boundary not in boundaries:
@@ -706,27 +707,41 @@ def mime_shape(raw: bytes) -> tuple[int, int]:
             continue
         parts += 1
         depth = max(depth, len(stack))
+        boundaries |= _boundaries(_part_header(raw, begin, limit))
     return (max(parts, 1), depth)
 
 
-def _boundaries(raw: bytes) -> set[bytes]:
-    lowered = raw.lower()
+def _boundaries(header: bytes) -> set[bytes]:
+    lowered = header.lower()
     found: set[bytes] = set()
     start = lowered.find(b"boundary")
     while start >= 0:
-        match = _BOUNDARY_VALUE.match(raw, start + 8)
+        match = _BOUNDARY_VALUE.match(header, start + 8)
         if match:
             found.add(match.group(1) or match.group(2))
         start = lowered.find(b"boundary", start + 8)
     return found
 
 
-def _delimiter_lines(raw: bytes) -> Iterator[bytes]:
-    """Each line that starts with "--", without the dashes and trailing blanks."""
+def _part_header(raw: bytes, begin: int, limit: int) -> bytes:
+    """The header block of the part whose lines start at `begin`: up to its first empty line,
+    and never past `limit` (the next line that starts with "--"), so that every byte of the
+    message is looked at for headers once at most."""
+    end = raw.find(b"\n\r\n", begin - 1, limit)
+    end = end if end >= 0 else limit
+    bare = raw.find(b"\n\n", begin - 1, end)  # bare LF lines: only where CRLF did not end it
+    return raw[begin : bare if bare >= 0 else end]
+
+
+def _delimiter_lines(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each line that starts with "--", without the dashes and trailing blanks; with where
+    the next line begins and where the next such line begins (or the end)."""
     start = 0 if raw.startswith(b"--") else raw.find(b"\n--")
     while start >= 0:
         begin = start + 2 if start == 0 and raw.startswith(b"--") else start + 3
         end = raw.find(b"\n", begin)
         line = raw[begin : end if end >= 0 else len(raw)]
-        yield line[:202].rstrip(b"\r \t")
-        start = raw.find(b"\n--", begin)
+        following = raw.find(b"\n--", begin)
+        next_line = end + 1 if end >= 0 else len(raw)
+        yield line[:202].rstrip(b"\r \t"), next_line, following if following >= 0 else len(raw)
+        start = following

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import smtplib
 import socket
 import ssl
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import Mailbox, simple_message, wait_for
 from mxsmtp_web.parsing import mime_shape
@@ -149,3 +153,43 @@ def test_overlong_command_lines_are_refused_and_the_session_goes_on(mailbox: Mai
         code, _ = client.docmd("NOOP " + "x" * 300_000)  # beyond the reader's buffer too
         assert code == 500
         assert client.noop()[0] == 250
+
+
+# --- mime_shape against real MIME trees -----------------------------------------------------
+
+# A tree is a leaf (bytes of a body) or a list of subtrees (a multipart).
+mime_trees = st.recursive(
+    st.sampled_from(
+        [b"plain text\r\n", b"-- \r\nsignature\r\n", b"boundary=decoy\r\n--decoy\r\n", b""]
+    ),
+    lambda children: st.lists(children, min_size=1, max_size=4),
+    max_leaves=25,
+)
+
+
+def render(tree: bytes | list, number: itertools.count, headers: bytes = b"") -> bytes:
+    if isinstance(tree, bytes):
+        return headers + b"Content-Type: text/plain\r\n\r\n" + tree
+    boundary = b"=_b%d" % next(number)
+    rendered = headers + b'Content-Type: multipart/mixed;\r\n boundary="%s"\r\n\r\n' % boundary
+    for child in tree:
+        rendered += b"--" + boundary + b"\r\n" + render(child, number) + b"\r\n"
+    return rendered + b"--" + boundary + b"--\r\n"
+
+
+def real_shape(tree: bytes | list, level: int = 0) -> tuple[int, int]:
+    if isinstance(tree, bytes):
+        return (0, level)
+    shapes = [real_shape(child, level + 1) for child in tree]
+    return (len(tree) + sum(p for p, _ in shapes), max(d for _, d in shapes))
+
+
+@settings(max_examples=300, deadline=None)
+@given(mime_trees)
+def test_mime_shape_counts_what_the_email_parser_sees(tree: bytes | list) -> None:
+    raw = render(tree, itertools.count(), b"Subject: shape\r\n")
+    parts, depth = real_shape(tree)
+    expected = (max(parts, 1), depth)
+    assert mime_shape(raw) == expected
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert sum(1 for _ in parsed.walk()) - 1 == parts  # the tree is what email reads
