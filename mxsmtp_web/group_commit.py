@@ -44,6 +44,10 @@ CLOSE_TIMEOUT_SECONDS = 30.0
 # Frames on the link: an 8-byte length, then a pickle.
 HEADER = struct.Struct("!Q")
 RECEIVE_BYTES = 1 << 20
+# Socket buffers of the link (the kernel may give less), and the payload size from which the
+# frame header and payload are written separately rather than joined first.
+LINK_BUFFER_BYTES = 4 << 20
+SEPARATE_WRITE_BYTES = 64 << 10
 # Modules the fork server imports once, so that each writer process starts in milliseconds.
 PRELOAD = ["mxsmtp_web.group_commit", "mxsmtp_web.processing"]
 
@@ -93,6 +97,9 @@ class GroupCommitWriter:
             if self._link is not None:
                 return
             ours, theirs = socket.socketpair()
+            for end in (ours, theirs):  # a large message in one send, not in many
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER_BYTES)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER_BYTES)
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(PRELOAD)
             process = context.Process(
@@ -198,7 +205,12 @@ class _Link(asyncio.Protocol):
     def send(self, parts: list[bytes]) -> None:
         if self._transport is None or self._transport.is_closing():
             raise StorageUnavailable("the writer process is not running")
-        self._transport.writelines(parts)
+        header, payload = parts
+        if len(payload) < SEPARATE_WRITE_BYTES:
+            self._transport.writelines(parts)  # one send
+        else:  # no joined copy of a large payload
+            self._transport.write(header)
+            self._transport.write(payload)
 
     def close(self) -> None:
         """No more jobs: the writer process sees the end of its input, writes and stops."""
