@@ -677,8 +677,11 @@ _BOUNDARY_VALUE = re.compile(rb'\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))'
 
 def header_block_size(raw: bytes) -> int:
     """Bytes up to and including the blank line that ends the header block (all of `raw` if
-    there is none)."""
+    there is none). Lines may end in a bare LF, as `email` reads them."""
     end = raw.find(b"\r\n\r\n")
+    bare = raw.find(b"\n\n", 0, end + 1 if end >= 0 else len(raw))
+    if bare >= 0:
+        return bare + 2
     return len(raw) if end < 0 else end + 4
 
 

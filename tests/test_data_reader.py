@@ -42,7 +42,8 @@ CASES = [
     (b"..\r\n.\r\n", b".\r\n"),
     (b".x\r\n..y\r\nz.\r\n.\r\n", b"x\r\n.y\r\nz.\r\n"),
     (b"line one.\r\nline two.\r\n\r\n.\r\n", b"line one.\r\nline two.\r\n\r\n"),
-    (b"bare\n.\nstill data\r\n.\r\n", b"bare\n.\nstill data\r\n"),
+    (b"bare\n.\nstill data\r\n.\r\n", b"bare\n\nstill data\r\n"),  # not the end
+    (b"bare\n..x\n.\r\n.\r\n", b"bare\n.x\n\r\n"),  # smtplib stuffs after bare LF
     (b"a\r\n. \r\n.\r\n", b"a\r\n \r\n"),
 ]
 

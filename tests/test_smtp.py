@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import smtplib
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -356,6 +358,32 @@ def test_multipart_message_with_attachment_is_stored_byte_exact(mailbox: Mailbox
 
         assert get_attachment_data(attachment.id) == blob
     assert "plain text" in stored.text and "<b>text</b>" in stored.html
+
+
+def test_large_messages_sent_at_once_are_stored_byte_exact(mailbox: Mailbox) -> None:
+    """Megabytes per message, several sessions at a time: the DATA reader's chunks and the
+    writer's link carry them whole."""
+    blobs = [bytes([n]) * 100 + os.urandom(3 * 1024 * 1024) for n in range(3)]
+
+    def send(blob: bytes) -> None:
+        message = EmailMessage()
+        message["Subject"] = f"big {blob[0]}"
+        message.set_content(".leading dot\n" * 1000)
+        message.add_attachment(blob, maintype="application", subtype="octet-stream")
+        mailbox.send(message.as_bytes())
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(send, blobs))
+    mailbox.bodies_parsed()
+    stored = {m.subject: m for m in mailbox.messages()}
+    assert sorted(stored) == ["big 0", "big 1", "big 2"]
+    with mailbox.app.app_context():
+        from mxsmtp_web.storage import get_attachment_data
+
+        for blob in blobs:
+            [attachment] = stored[f"big {blob[0]}"].attachments
+            assert get_attachment_data(attachment.id) == blob
+    assert mailbox.message(stored["big 0"].id).text == ".leading dot\n" * 1000
 
 
 def test_xss_filter_applies_when_stored(mailbox: Mailbox) -> None:

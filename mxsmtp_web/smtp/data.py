@@ -4,7 +4,7 @@ per await), with dot-unstuffing and the size limit applied on the fly (RFC 5321 
 The end of data is CRLF "." CRLF. We search for ".\\r\\n" and look at the two bytes before it,
 so the mark is also found at the very start of the data, where the CRLF ending the DATA
 command line lies before the section. Only CRLF "." CRLF ends the data: a bare LF "." LF does
-not (the SMTP smuggling ambiguity).
+not (the SMTP smuggling ambiguity); it is a line with a stuffed dot.
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ class _Unstuffer:
         self.parts.append(unstuffed)
 
     def _unstuff(self, chunk: bytes) -> bytes:
-        """Drop the dot after every CRLF, also where the CRLF ended the previous chunk. Most
-        chunks have none, and then `replace` returns the chunk itself: no copy."""
-        if chunk[:1] == b"." and self.tail == CRLF:
+        """Drop the dot that starts a line, also where the previous chunk ended the line
+        before. A bare LF ends a line here too, as for aiosmtpd and Postfix: clients such as
+        Python's smtplib stuff the dots of bare-LF lines. Most chunks have no stuffed dot,
+        and then `replace` returns the chunk itself: no copy."""
+        if chunk[:1] == b"." and self.tail[-1:] == b"\n":
             chunk = chunk[1:]
-        elif chunk[:2] == b"\n." and self.tail[-1:] == b"\r":
-            chunk = chunk[:1] + chunk[2:]
-        return chunk.replace(b"\r\n.", CRLF)
+        return chunk.replace(b"\n.", b"\n")
 
     def ends_line_before(self, chunk: bytes) -> bool:
         """Whether the bytes before the trailing ".\\r\\n" of `chunk` end a line."""
