@@ -273,6 +273,7 @@ class Listener:
             self.current_settings,
             self.tls_context,
             hostname=self._settings.effective_host_name,
+            loop=self._loop,
         )
 
     def tls_context(self, settings: Settings) -> ssl.SSLContext | None:
