@@ -48,8 +48,17 @@ RECEIVE_BYTES = 1 << 20
 # frame header and payload are written separately rather than joined first.
 LINK_BUFFER_BYTES = 4 << 20
 SEPARATE_WRITE_BYTES = 64 << 10
-# Modules the fork server imports once, so that each writer process starts in milliseconds.
+# Modules the fork server imports once, so that each writer and parser process starts in
+# milliseconds and shares their pages with the others.
 PRELOAD = ["mxsmtp_web.group_commit", "mxsmtp_web.processing"]
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Where the writer and the parsers come from: a fork server, started once per process
+    from a fresh interpreter (forking the listener itself is unsafe: it runs threads)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
 def frame(value: object) -> list[bytes]:
@@ -100,9 +109,7 @@ class GroupCommitWriter:
             for end in (ours, theirs):  # a large message in one send, not in many
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER_BYTES)
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER_BYTES)
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
-            process = context.Process(
+            process = worker_context().Process(
                 target=serve,
                 args=(self._database_url, theirs, self._busy_timeout_ms),
                 name="mxsmtp-writer",

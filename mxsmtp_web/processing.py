@@ -15,7 +15,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from multiprocessing import get_context
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -23,7 +22,7 @@ from sqlalchemy import Connection, create_engine
 
 from . import conversation, storage
 from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
-from .group_commit import GroupCommit, GroupCommitWriter
+from .group_commit import GroupCommit, GroupCommitWriter, worker_context
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
 from .parsing import ParsedMail, parse_headers, parse_message
@@ -433,7 +432,7 @@ _shared_pool_lock = threading.Lock()
 
 def shared_parse_pool() -> Executor | None:
     """One pool of parser processes per process, on the cores beside the event loop's; None on
-    a single core. Spawned, not forked: the parent runs threads."""
+    a single core. From the fork server, not forked from here: the parent runs threads."""
     global _shared_pool
     cores = os.cpu_count() or 1
     if cores < 2:
@@ -442,7 +441,7 @@ def shared_parse_pool() -> Executor | None:
         if _shared_pool is None:
             _shared_pool = ProcessPoolExecutor(
                 max_workers=min(cores - 1, MAX_PARSERS),
-                mp_context=get_context("spawn"),
+                mp_context=worker_context(),
                 initializer=os.nice,
                 initargs=(PARSER_NICENESS,),
             )
