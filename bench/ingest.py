@@ -8,7 +8,9 @@ smtp-source comes with Debian's postfix package; install it without running the 
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get install -y postfix
 
-Prints messages/s and peak memory (VmHWM) per server and load, and the ratios
+Prints messages/s and peak memory per server and load: of the process that listens (VmHWM),
+and of all the server's processes together (for mxsmtp the listener, its writer, fork server
+and parsers; PSS summed, sampled every 0.5 s, until the bodies are parsed), and the ratios
 mxsmtp / baseline. Afterwards it checks that every message is stored whole.
 """
 
@@ -23,11 +25,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch import free_port, memory_kib, start_mxsmtp, wait_ready
+from launch import family_pss_kib, free_port, memory_kib, start_mxsmtp, wait_ready
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -56,6 +59,7 @@ class Result:
     load: Load
     seconds: float
     peak_mib: float
+    family_peak_mib: float
     drain_seconds: float = 0.0  # mxsmtp: after the last 250, until every body was parsed
 
     @property
@@ -82,6 +86,30 @@ def build_message(size: int) -> tuple[bytes, bytes]:
         f"Content-Transfer-Encoding: base64\n\n{encoded}\n--b1--\n"
     )
     return message.encode(), attachment
+
+
+class FamilyPeak:
+    """Samples the PSS of a server's processes together while the block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kib = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> FamilyPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_kib = max(self.peak_kib, family_pss_kib(self.pid))
+            if self._done.wait(0.5):
+                return
 
 
 def peak_mib(pid: int) -> float:
@@ -159,20 +187,24 @@ def measure(kind: str, load: Load, message_file: Path, sent: bytes, attachment: 
         server = start_server(kind, port, workdir)
         try:
             wait_ready(port, server)
-            seconds = drive(load, port, message_file)
+            with FamilyPeak(server.pid) as family:
+                seconds = drive(load, port, message_file)
+                drained = wait_for_bodies(workdir) if kind == "mxsmtp" else 0.0
             peak = peak_mib(server.pid)
-            drained = wait_for_bodies(workdir) if kind == "mxsmtp" else 0.0
         finally:
             server.terminate()
             server.wait(60)
         if kind == "mxsmtp":
             verify_mxsmtp(workdir, load, sent, attachment)
-        return Result(kind, load, seconds, peak, drained)
+        return Result(kind, load, seconds, peak, family.peak_kib / 1024, drained)
 
 
 def report(results: list[Result]) -> None:
-    print("\n| load | server | msg/s | peak MiB | mxsmtp / this | bodies parsed after |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "\n| load | server | msg/s | peak MiB, listening process | peak MiB, all processes "
+        "(PSS) | mxsmtp / this | bodies parsed after |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for load in {r.load: None for r in results}:
         ours = next(r for r in results if r.load == load and r.server == "mxsmtp")
         for result in (r for r in results if r.load == load):
@@ -180,7 +212,7 @@ def report(results: list[Result]) -> None:
             drain = f"{result.drain_seconds:.1f} s" if result.server == "mxsmtp" else ""
             print(
                 f"| {load.name} ({load.messages}) | {result.server} | {result.rate:,.0f} | "
-                f"{result.peak_mib:.0f} | {ratio:.2f} | {drain} |"
+                f"{result.peak_mib:.0f} | {result.family_peak_mib:.0f} | {ratio:.2f} | {drain} |"
             )
 
 
@@ -208,7 +240,8 @@ def main() -> None:
                 result = measure(kind, load, Path(message_file.name), sent, attachment)
                 print(
                     f"{load.name}: {kind}: {result.rate:,.0f} msg/s, "
-                    f"peak {result.peak_mib:.0f} MiB",
+                    f"peak {result.peak_mib:.0f} MiB, all processes {result.family_peak_mib:.0f}"
+                    " MiB",
                     flush=True,
                 )
                 results.append(result)

@@ -71,3 +71,36 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0])
     return values
+
+
+def family_pss_kib(pid: int) -> int:
+    """The memory of `pid` and every process under it (mxsmtp's writer, fork server and
+    parsers) as PSS, in KiB: pages they share are counted once, not once per process."""
+    total = 0
+    for member in _family(pid):
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
+
+
+def _family(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    family, waiting = [], [pid]
+    while waiting:
+        member = waiting.pop()
+        family.append(member)
+        waiting.extend(children.get(member, []))
+    return family

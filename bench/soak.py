@@ -159,7 +159,7 @@ def report(args: argparse.Namespace, tally: Tally, samples: list, elapsed: float
     if gone:
         print(f"THE SERVER WAS GONE from {gone[0]:.0f} s on")
     if samples:
-        print("server memory (VmRSS MiB over time):")
+        print("server memory (VmRSS MiB over time, its processes summed):")
         for at, values in samples:
             print(f"  {at:5.0f} s  {values['VmRSS'] / 1024:7.1f}")
         first, last = samples[0][1], samples[-1][1]
