@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launch import free_port, memory_kib, start_mxsmtp, wait_ready
+from launch import family_pss_kib, free_port, memory_kib, start_mxsmtp, wait_ready
 
 BIN = Path(sys.executable).parent
 SAMPLE_EVERY = 5.0  # seconds between memory samples
@@ -121,11 +121,19 @@ def loopback(host: str) -> str:
     return host
 
 
+def memory(pid: int) -> dict[str, int]:
+    """The listening process's VmRSS and VmHWM, and the PSS of all the server's processes."""
+    values = memory_kib(pid)
+    if values:
+        values["PSS"] = family_pss_kib(pid)
+    return values
+
+
 def soak(args: argparse.Namespace, pid: int | None) -> tuple[Tally, list[tuple[float, dict]]]:
     tally, stop = Tally(), threading.Event()
     start = time.monotonic()
     until = start + args.duration
-    samples = [(0.0, memory_kib(pid))] if pid else []
+    samples = [(0.0, memory(pid))] if pid else []
     threads = [
         threading.Thread(
             target=hold_session,
@@ -140,7 +148,7 @@ def soak(args: argparse.Namespace, pid: int | None) -> tuple[Tally, list[tuple[f
         while time.monotonic() < until:
             time.sleep(min(SAMPLE_EVERY, max(until - time.monotonic(), 0)))
             if pid:
-                samples.append((time.monotonic() - start, memory_kib(pid)))
+                samples.append((time.monotonic() - start, memory(pid)))
     except KeyboardInterrupt:
         stop.set()
     for thread in threads:
@@ -159,14 +167,18 @@ def report(args: argparse.Namespace, tally: Tally, samples: list, elapsed: float
     if gone:
         print(f"THE SERVER WAS GONE from {gone[0]:.0f} s on")
     if samples:
-        print("server memory (VmRSS MiB over time, its processes summed):")
+        print("server memory over time (MiB): listening process RSS, all processes PSS")
         for at, values in samples:
-            print(f"  {at:5.0f} s  {values['VmRSS'] / 1024:7.1f}")
+            print(f"  {at:5.0f} s  {values['VmRSS'] / 1024:7.1f}  {values['PSS'] / 1024:7.1f}")
         first, last = samples[0][1], samples[-1][1]
         warm = samples[min(2, len(samples) - 1)][1]  # after ~10 s of load
         print(
             f"RSS start {first['VmRSS'] / 1024:.1f} MiB, after warm-up {warm['VmRSS'] / 1024:.1f}"
             f" MiB, end {last['VmRSS'] / 1024:.1f} MiB, peak {last['VmHWM'] / 1024:.1f} MiB"
+        )
+        print(
+            f"all processes PSS start {first['PSS'] / 1024:.1f} MiB, after warm-up "
+            f"{warm['PSS'] / 1024:.1f} MiB, end {last['PSS'] / 1024:.1f} MiB"
         )
 
 

@@ -672,6 +672,7 @@ def _plain_addresses(headers: tuple[tuple[str, str], ...], name: str) -> tuple[s
     return _addresses_fallback([value for key, value in headers if key.lower() == name])
 
 
+DASH_PROBES = 16
 _BOUNDARY_VALUE = re.compile(rb'\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
 
 
@@ -736,15 +737,30 @@ def _part_header(raw: bytes, begin: int, limit: int) -> bytes:
     return raw[begin : bare if bare >= 0 else end]
 
 
+def _next_dash_line(raw: bytes, start: int) -> int:
+    """`raw.find(b"\\n--", start)`, faster: a search for one byte runs at memory speed, one for
+    "\\n--" stops at every line end. Most bodies (base64 above all) have few dashes: the
+    next few dashes are tried one by one, and only then the general search takes over, so
+    a message full of dashes costs no more than before."""
+    dash = start
+    for _ in range(DASH_PROBES):
+        dash = raw.find(b"-", dash + 1)
+        if dash < 0:
+            return -1
+        if raw[dash - 1 : dash + 2] == b"\n--":
+            return dash - 1
+    return raw.find(b"\n--", dash)
+
+
 def _delimiter_lines(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
     """Each line that starts with "--", without the dashes and trailing blanks; with where
     the next line begins and where the next such line begins (or the end)."""
-    start = 0 if raw.startswith(b"--") else raw.find(b"\n--")
+    start = 0 if raw.startswith(b"--") else _next_dash_line(raw, 0)
     while start >= 0:
         begin = start + 2 if start == 0 and raw.startswith(b"--") else start + 3
         end = raw.find(b"\n", begin)
         line = raw[begin : end if end >= 0 else len(raw)]
-        following = raw.find(b"\n--", begin)
+        following = _next_dash_line(raw, begin)
         next_line = end + 1 if end >= 0 else len(raw)
         yield line[:202].rstrip(b"\r \t"), next_line, following if following >= 0 else len(raw)
         start = following

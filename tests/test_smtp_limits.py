@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Mailbox, simple_message, wait_for
-from mxsmtp_web.parsing import mime_shape
+from mxsmtp_web.parsing import _next_dash_line, mime_shape
 
 
 def test_sessions_over_the_limit_get_421(mailbox: Mailbox) -> None:
@@ -193,3 +193,10 @@ def test_mime_shape_counts_what_the_email_parser_sees(tree: bytes | list) -> Non
     assert mime_shape(raw) == expected
     parsed = message_from_bytes(raw, policy=policy.default)
     assert sum(1 for _ in parsed.walk()) - 1 == parts  # the tree is what email reads
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=60).map(lambda b: bytes(b"\n-a\r"[x % 4] for x in b)), st.data())
+def test_the_dash_line_search_finds_what_find_finds(raw: bytes, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(raw)))
+    assert _next_dash_line(raw, start) == raw.find(b"\n--", start)

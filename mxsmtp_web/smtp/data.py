@@ -60,6 +60,8 @@ class _Unstuffer:
         and then `replace` returns the chunk itself: no copy."""
         if chunk[:1] == b"." and self.tail[-1:] == b"\n":
             chunk = chunk[1:]
+        if b"." not in chunk:  # one memchr: base64 bodies have no dots at all
+            return chunk
         return chunk.replace(b"\n.", b"\n")
 
     def ends_line_before(self, chunk: bytes) -> bool:
