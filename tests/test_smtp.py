@@ -6,6 +6,7 @@ import hashlib
 import os
 import smtplib
 import socket
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import Mailbox, free_port, simple_message, wait_for
+from mxsmtp_web import DATABASE_NAME
 from mxsmtp_web.extensions import db
 from test_parsing import CHARSET_SAMPLES, REPORT, SAMPLE_TNEF, charset_mail, winmail_mail
 
@@ -384,6 +386,14 @@ def test_large_messages_sent_at_once_are_stored_byte_exact(mailbox: Mailbox) -> 
             [attachment] = stored[f"big {blob[0]}"].attachments
             assert get_attachment_data(attachment.id) == blob
     assert mailbox.message(stored["big 0"].id).text == ".leading dot\n" * 1000
+
+
+def test_a_new_database_has_pages_made_for_large_blobs(mailbox: Mailbox, instance: Path) -> None:
+    assert mailbox.send(simple_message()) == {}
+    with sqlite3.connect(instance / DATABASE_NAME) as connection:
+        assert connection.execute("PRAGMA page_size").fetchone()[0] == 16_384
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
 
 
 def test_xss_filter_applies_when_stored(mailbox: Mailbox) -> None:
