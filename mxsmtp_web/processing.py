@@ -8,7 +8,9 @@ import asyncio
 import atexit
 import logging
 import os
+import select
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -442,11 +444,39 @@ def shared_parse_pool() -> Executor | None:
             _shared_pool = ProcessPoolExecutor(
                 max_workers=min(cores - 1, MAX_PARSERS),
                 mp_context=worker_context(),
-                initializer=os.nice,
-                initargs=(PARSER_NICENESS,),
+                initializer=start_parser,
+                initargs=(os.getpid(),),
             )
             atexit.register(_shared_pool.shutdown, wait=False, cancel_futures=True)
     return _shared_pool
+
+
+def start_parser(owner: int) -> None:
+    """A parser process runs at the lowest priority, and ends with the process that owns the
+    pool: its pool cannot tell it when that process is killed, and it would linger."""
+    os.nice(PARSER_NICENESS)
+    threading.Thread(target=_exit_with, args=(owner,), daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    try:
+        watched = os.pidfd_open(owner)  # readable once the process has ended
+    except (AttributeError, OSError):
+        while owner_alive(owner):
+            time.sleep(1)
+    else:
+        select.select([watched], [], [])
+    os._exit(0)
+
+
+def owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _store_headers_only(

@@ -346,3 +346,43 @@ def test_the_writer_process_outlives_signals_to_its_group_until_the_listener_sto
     assert [m.subject for m in mailbox.messages()] == ["Hello"]
     listener.stop(grace=5)
     wait_for(lambda: process_gone(pid), what="the writer process to end with the listener")
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, waiting = set(), list(children.get(pid, []))
+    while waiting:
+        member = waiting.pop()
+        found.add(member)
+        waiting.extend(children.get(member, []))
+    return found
+
+
+def test_a_killed_listener_leaves_no_process_behind(app: Flask, instance: Path) -> None:
+    """kill -9 (or the OOM killer): the writer, the parser and the fork server end too."""
+    with app.app_context():
+        port = settings_module.load().port
+    server = start_server(instance)
+    try:
+        wait_for(lambda: answers(port), timeout=20, what="the listener")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("a@sender.example", ["b@example.com"], simple_message())
+        wait_for(lambda: unparsed(instance / DATABASE_NAME) == 0, what="the body parsed")
+        helpers = descendants(server.pid)
+        assert len(helpers) >= 3, helpers  # fork server, writer, parser (+ resource tracker)
+        server.kill()
+        server.wait(timeout=10)
+        wait_for(
+            lambda: all(process_gone(pid) for pid in helpers),
+            timeout=15,
+            what="the listener's helper processes to end",
+        )
+    finally:
+        stop_server(server)
