@@ -41,6 +41,9 @@ Job = Callable[[Connection], Any]
 # Messages per transaction at most; more wait for the next one.
 MAX_BATCH = 200
 CLOSE_TIMEOUT_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 30.0
+# The writer process's first frame: its signals are set aside, it takes jobs.
+READY = "ready"
 # Frames on the link: an 8-byte length, then a pickle.
 HEADER = struct.Struct("!Q")
 RECEIVE_BYTES = 1 << 20
@@ -121,6 +124,11 @@ class GroupCommitWriter:
             loop = asyncio.get_running_loop()
             link = _Link(self._resolve, self._lost)
             await loop.create_connection(lambda: link, sock=ours)
+            try:  # until it has set its signals aside: a stop signal would kill it before
+                await asyncio.wait_for(asyncio.shield(link.ready), START_TIMEOUT_SECONDS)
+            except (TimeoutError, StorageUnavailable):
+                process.kill()
+                raise StorageUnavailable("the writer process did not start") from None
             self._link, self._process = link, process
             atexit.register(link.close)
 
@@ -191,6 +199,7 @@ class _Link(asyncio.Protocol):
         self._reader = FrameReader()
         self._transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -198,7 +207,10 @@ class _Link(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for results in self._reader.feed(data):
-            self._on_results(results)
+            if results == READY:
+                self.ready.set_result(None)
+            else:
+                self._on_results(results)
 
     def eof_received(self) -> bool:
         return False  # the writer process has gone: close our end too
@@ -207,6 +219,8 @@ class _Link(asyncio.Protocol):
         self._transport = None
         if not self.closed.done():
             self.closed.set_result(None)
+        if not self.ready.done():
+            self.ready.set_exception(StorageUnavailable("the writer process ended"))
         self._on_lost(self)
 
     def send(self, parts: list[bytes]) -> None:
@@ -233,6 +247,7 @@ def serve(database_url: str, link: socket.socket, busy_timeout_ms: int) -> None:
     job's value or exception; stop at the end of the input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    link.sendall(b"".join(frame(READY)))
     jobs: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(link, jobs), daemon=True).start()
     batches = GroupCommit(create_engine(database_url), busy_timeout_ms)
