@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import Message
 from email.parser import BytesHeaderParser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 import tnefparse
 from tnefparse.codepage import Codepage
@@ -108,8 +110,29 @@ def parse_message(raw: bytes) -> ParsedMail:
         return _unparseable(raw, exc)
 
 
+class _OneMessagePolicy(EmailPolicy):
+    """policy.default, except that a header value is parsed once per message. `email` parses
+    a header again on every access, and it reads Content-Type many times per part while it
+    parses and while we walk the parts: half the time of a parse. Header objects are
+    immutable, so handing out the same one again is safe. Clear `parsed_headers` for every
+    message: the cache lives as long as one parse."""
+
+    parsed_headers: dict[tuple[str, str], Any] = {}
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        key = (name, value)
+        header = self.parsed_headers.get(key)
+        if header is None:
+            header = self.parsed_headers[key] = super().header_fetch_parse(name, value)
+        return header
+
+
+_ONE_MESSAGE_POLICY = _OneMessagePolicy()
+
+
 def _parse(raw: bytes) -> ParsedMail:
-    msg = message_from_bytes(raw, policy=policy.default)
+    _OneMessagePolicy.parsed_headers = {}
+    msg = message_from_bytes(raw, policy=_ONE_MESSAGE_POLICY)
     walk = _Walk()
     headers = _headers(msg, walk)
     _walk_part(msg, walk, depth=0)
