@@ -174,6 +174,7 @@ class GroupCommitWriter:
                 future.set_exception(error)
 
     def _lost(self, link: _Link) -> None:
+        atexit.unregister(link.close)
         if link is self._link:
             self._link = None
         pending, self._pending = self._pending, {}

@@ -127,16 +127,19 @@ class Processor:
 
     async def parse(self, raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:
         """The full parse, the sanitised HTML and the conversation facts, off the event loop."""
+        return await self._in_parser(parse_and_sanitise, raw, settings, reply_ref)
+
+    async def _in_parser(self, function: Callable[..., T], *args: Any) -> T:
+        """Run `function` in the parse pool (another core), or in a thread where there is no
+        pool or it broke."""
         if self.parse_pool is not None:
             loop = asyncio.get_running_loop()
             try:
-                return await loop.run_in_executor(
-                    self.parse_pool, parse_and_sanitise, raw, settings, reply_ref
-                )
+                return await loop.run_in_executor(self.parse_pool, function, *args)
             except BrokenProcessPool:
                 log.error("the parse pool broke; parsing in a thread instead")
                 self.parse_pool = None
-        return await asyncio.to_thread(parse_and_sanitise, raw, settings, reply_ref)
+        return await asyncio.to_thread(function, *args)
 
     def reply_ref(self, envelope: storage.Envelope, settings: Settings) -> str | None:
         """The ref of the first valid reply address among the envelope recipients. Cheap:
@@ -215,17 +218,7 @@ class Processor:
         """Parse the bodies of messages stored with only their header block and store them:
         all of it in a parser process (reading, parsing, writing), so that none of it costs
         the listener's process anything but the ids."""
-        if self.parse_pool is not None:
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(
-                    self.parse_pool, complete_bodies, self.database, message_ids, settings
-                )
-                return
-            except BrokenProcessPool:
-                log.error("the parse pool broke; parsing in a thread instead")
-                self.parse_pool = None
-        await asyncio.to_thread(complete_bodies, self.database, message_ids, settings)
+        await self._in_parser(complete_bodies, self.database, message_ids, settings)
 
     async def finish_pending(self, timeout: float) -> None:
         """Let body parses under way finish (up to `timeout` seconds); the rest of the backlog
