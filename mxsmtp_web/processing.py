@@ -9,6 +9,7 @@ import atexit
 import logging
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -446,7 +447,11 @@ def shared_parse_pool() -> Executor | None:
 
 def start_parser(owner: int) -> None:
     """A parser process runs at the lowest priority, and ends with the process that owns the
-    pool: its pool cannot tell it when that process is killed, and it would linger."""
+    pool: its pool cannot tell it when that process is killed, and it would linger. Ctrl-C
+    and stop signals sent to the whole process group are for the owner, which shuts the
+    pool down in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.nice(PARSER_NICENESS)
     threading.Thread(target=_exit_with, args=(owner,), daemon=True).start()
 

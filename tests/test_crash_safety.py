@@ -386,3 +386,30 @@ def test_a_killed_listener_leaves_no_process_behind(app: Flask, instance: Path) 
         )
     finally:
         stop_server(server)
+
+
+def test_ctrl_c_stops_every_process_quietly(app: Flask, instance: Path) -> None:
+    """Ctrl-C in a terminal signals the whole foreground process group."""
+    with app.app_context():
+        port = settings_module.load().port
+    env = {**os.environ, "MXSMTP_INSTANCE": str(instance)}
+    server = subprocess.Popen(
+        [MXSMTP, "smtp"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: answers(port), timeout=20, what="the listener")
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("a@sender.example", ["b@example.com"], simple_message())
+        wait_for(lambda: unparsed(instance / DATABASE_NAME) == 0, what="the body parsed")
+        helpers = descendants(server.pid)
+        os.killpg(server.pid, signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    finally:
+        stop_server(server)
+    assert server.returncode == 0
+    assert b"Traceback" not in output and b"KeyboardInterrupt" not in output, output.decode()
+    wait_for(lambda: all(process_gone(pid) for pid in helpers), what="every helper to end")
