@@ -26,12 +26,14 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine
+from flask import Flask
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .extensions import SQLITE_BUSY_TIMEOUT_MS  # and its connect event: WAL, synchronous
+from .extensions import SQLITE_BUSY_TIMEOUT_MS, db  # and the connect event: WAL, synchronous
 from .storage import StorageUnavailable, storage_error
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,20 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+@dataclass(frozen=True)
+class Database:
+    """Where the writer and the parsers store, as a process of their own can be told it."""
+
+    url: str
+    busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
+
+    @classmethod
+    def of(cls, app: Flask) -> Database:
+        with app.app_context():
+            url = db.engine.url.render_as_string(hide_password=False)
+        return cls(url, app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS))
+
+
 def frame(value: object) -> list[bytes]:
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return [HEADER.pack(len(payload)), payload]
@@ -94,9 +110,8 @@ class GroupCommitWriter:
     its transaction is committed. A writer process that died is started again for the next
     job; the jobs it had are answered StorageUnavailable (the senders get 451 and retry)."""
 
-    def __init__(self, database_url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
-        self._database_url = database_url
-        self._busy_timeout_ms = busy_timeout_ms
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._link: _Link | None = None
@@ -114,7 +129,7 @@ class GroupCommitWriter:
                 end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER_BYTES)
             process = worker_context().Process(
                 target=serve,
-                args=(self._database_url, theirs, self._busy_timeout_ms),
+                args=(self._database, theirs),
                 name="mxsmtp-writer",
             )
             try:
@@ -243,7 +258,7 @@ class _Link(asyncio.Protocol):
 # The writer process.
 
 
-def serve(database_url: str, link: socket.socket, busy_timeout_ms: int) -> None:
+def serve(database: Database, link: socket.socket) -> None:
     """The writer process's main function: read jobs, write them in batches, send back each
     job's value or exception; stop at the end of the input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -251,7 +266,7 @@ def serve(database_url: str, link: socket.socket, busy_timeout_ms: int) -> None:
     link.sendall(b"".join(frame(READY)))
     jobs: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(link, jobs), daemon=True).start()
-    batches = GroupCommit(create_engine(database_url), busy_timeout_ms)
+    batches = GroupCommit(database)
     try:
         for results in batches.run(jobs):
             link.sendall(b"".join(frame(results)))
@@ -277,9 +292,9 @@ def _receive(link: socket.socket, jobs: queue.SimpleQueue[tuple[int, Job] | None
 class GroupCommit:
     """Writes jobs in batches on one connection whose driver leaves transactions to us."""
 
-    def __init__(self, engine: Engine, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
-        self._engine = engine
-        self._busy_timeout_ms = busy_timeout_ms
+    def __init__(self, database: Database) -> None:
+        self._engine = create_engine(database.url)
+        self._busy_timeout_ms = database.busy_timeout_ms
         self._connection: Connection | None = None
 
     def run(

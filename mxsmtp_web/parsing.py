@@ -114,8 +114,9 @@ class _OneMessagePolicy(EmailPolicy):
     """policy.default, except that a header value is parsed once per message. `email` parses
     a header again on every access, and it reads Content-Type many times per part while it
     parses and while we walk the parts: half the time of a parse. Header objects are
-    immutable, so handing out the same one again is safe. Clear `parsed_headers` for every
-    message: the cache lives as long as one parse."""
+    immutable and a value always parses the same, so handing one out again is safe (also to
+    a parse in another thread). `_parse` starts each message with an empty cache, so it never
+    holds more than the headers of the messages being parsed."""
 
     parsed_headers: dict[tuple[str, str], Any] = {}
 

@@ -21,11 +21,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 from flask import Flask
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection
 
 from . import conversation, storage
-from .extensions import SQLITE_BUSY_TIMEOUT_MS, db
-from .group_commit import GroupCommit, GroupCommitWriter, worker_context
+from .group_commit import Database, GroupCommit, GroupCommitWriter, worker_context
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
 from .parsing import ParsedMail, parse_headers, parse_message
@@ -107,11 +106,7 @@ class Processor:
         self.parse_pool = parse_pool
         # Keys read once per process (and again when the key files change), not per message.
         self.replies = ReplyReader(app.instance_path)
-        with app.app_context():
-            self.database = Database(
-                db.engine.url.render_as_string(hide_password=False),
-                app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS),
-            )
+        self.database = Database.of(app)
         self.backlog = BodyBacklog(self)
 
     async def in_app(self, function: Callable[..., T], *args: Any) -> T:
@@ -472,9 +467,7 @@ def owner_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return True  # alive (PermissionError too: it exists, as another user's)
 
 
 def _store_headers_only(
@@ -536,14 +529,6 @@ def _store_body(
     storage.store_body(connection, message_id, parsed, html, facts)
 
 
-@dataclass(frozen=True)
-class Database:
-    """Where a parser process stores what it parsed."""
-
-    url: str
-    busy_timeout_ms: int
-
-
 _parser_writers: dict[Database, GroupCommit] = {}
 
 
@@ -553,9 +538,7 @@ def complete_bodies(database: Database, message_ids: list[int], settings: Settin
     that cannot be parsed stays as received; a database error raises StorageUnavailable."""
     writer = _parser_writers.get(database)
     if writer is None:
-        writer = _parser_writers[database] = GroupCommit(
-            create_engine(database.url), database.busy_timeout_ms
-        )
+        writer = _parser_writers[database] = GroupCommit(database)
     jobs = []
     for message_id, raw, reply_ref in writer.read(storage.pending_bodies, message_ids):
         try:

@@ -4,6 +4,7 @@ hooks at MAIL FROM and RCPT TO and hands the message to `processing` after DATA.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
@@ -82,24 +83,17 @@ def envelope_of(info: SessionInfo, envelope: Envelope) -> storage.Envelope:
     )
 
 
-def protocol_names(cls: type) -> list[str]:
+@functools.cache
+def protocol_names(cls: type) -> tuple[str, ...]:
     """The attribute names aiosmtpd's protocol looks for on itself and its handler (smtp_*
     commands, auth_* mechanisms, handle_* hooks), read once per class."""
-    names = _protocol_names.get(cls)
-    if names is None:
-        names = _protocol_names[cls] = [
-            name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_"))
-        ]
-    return names
-
-
-_protocol_names: dict[type, list[str]] = {}
+    return tuple(name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_")))
 
 
 class MailHandler:
     """aiosmtpd handler for one connection, with the settings snapshot taken when it opened."""
 
-    def __dir__(self) -> list[str]:
+    def __dir__(self) -> tuple[str, ...]:
         """aiosmtpd lists the handler's attributes on every connection: only the hooks."""
         return protocol_names(type(self))
 
@@ -335,7 +329,7 @@ class MailSMTP(SMTP):
             if self.errors >= self.mail_handler.settings.max_errors:
                 self._close_with(reply_codes.TOO_MANY_ERRORS)
 
-    def __dir__(self) -> list[str]:
+    def __dir__(self) -> tuple[str, ...]:
         """aiosmtpd's constructor lists (and reads) every attribute of the protocol on every
         connection to find its smtp_ and auth_ methods, a third of the cost of accepting a
         connection: it gets the short list it looks for."""

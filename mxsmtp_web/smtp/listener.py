@@ -18,8 +18,8 @@ from typing import Any
 from flask import Flask
 
 from .. import status, storage
-from ..extensions import SQLITE_BUSY_TIMEOUT_MS, db
-from ..group_commit import GroupCommitWriter
+from ..extensions import db
+from ..group_commit import Database, GroupCommitWriter
 from ..hooks import HookRunner
 from ..processing import Processor, shared_parse_pool
 from ..settings import Settings, read_revision
@@ -129,11 +129,7 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         runner = HookRunner(Path(self.app.config["HOOKS_DIR"]), context=self.app.app_context)
-        with self.app.app_context():
-            writer = GroupCommitWriter(
-                db.engine.url.render_as_string(hide_password=False),
-                self.app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS),
-            )
+        writer = GroupCommitWriter(Database.of(self.app))
         await writer.start()
         self.processor = Processor(self.app, runner, writer, shared_parse_pool())
         try:
