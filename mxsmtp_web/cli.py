@@ -123,7 +123,8 @@ def settings_show(as_json: bool) -> None:
         click.echo(f"{key.ljust(width)}  {settings_module.to_text(value)}")
 
 
-@settings.command("set")
+# A VALUE may start with "-" ("-5"): it is then a value to validate, not an unknown option.
+@settings.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 def settings_set(key: str, value: str) -> None:

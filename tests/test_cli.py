@@ -58,6 +58,13 @@ def test_settings_set_refuses_bad_values_with_the_key_and_what_it_accepts(app: F
         assert settings_module.load().message_hook == ""
 
 
+def test_settings_set_reads_a_value_that_starts_with_a_dash_as_a_value(app: Flask) -> None:
+    code, output, _ = run("settings", "set", "max_message_size", "-5")
+    assert code == 1
+    assert "max_message_size: expects a whole number" in output and "'-5'" in output
+    assert "No such option" not in output
+
+
 def test_settings_set_checks_the_hook_function_exists(app: Flask) -> None:
     hooks = Path(app.config["HOOKS_DIR"])
     (hooks / "mine.py").write_text("def check_sender(sender, session):\n    return True\n")
