@@ -13,36 +13,24 @@ import mimetypes
 import re
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
+from email import errors, message_from_bytes, policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+from html import escape as html_escape
 from typing import Any
 
 import tnefparse
 from tnefparse.codepage import Codepage
 
+from . import addresses, charsets, mime_scan, transfer
+from .transfer import Decoded
+
 #: Deeper MIME nesting than this is not walked (real mail rarely passes 5 levels).
 MAX_MIME_DEPTH = 40
-
-#: Labels that name a charset whose real-world use is a superset or a synonym of it.
-CHARSET_ALIASES = {
-    "us-ascii": "utf-8",  # undeclared 8-bit text is nearly always UTF-8
-    "ascii": "utf-8",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "x-gbk": "gb18030",
-    "euc-cn": "gb18030",
-    "ks_c_5601-1987": "cp949",
-    "iso-8859-8-i": "iso-8859-8",
-    "x-sjis": "shift_jis",
-}
-
-#: Tried when the declared charset is right in name but the sender used vendor extensions.
-CHARSET_WIDER = {"shift_jis": "cp932", "iso-2022-jp": "iso2022_jp_ext", "euc-kr": "cp949"}
 
 TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
 
@@ -55,13 +43,15 @@ _MESSAGE_ID = re.compile(r"<[^<>]*>")
 
 @dataclass(frozen=True)
 class ParsedPart:
-    """One attachment or inline non-body part; ``data`` is the exact decoded bytes."""
+    """One attachment or inline non-body part; ``data`` is the exact decoded bytes, or the
+    undecoded bytes when `defects` says they could not be decoded."""
 
     filename: str | None
     content_type: str
     content_id: str | None
     disposition: str
     data: bytes
+    defects: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -89,17 +79,39 @@ class ParsedMail:
 
 @dataclass
 class _Walk:
-    """Mutable state while walking one MIME tree."""
+    """Mutable state while walking one MIME tree. A mail client shows every inline text part
+    of a multipart/mixed in its place, so the body is kept as fragments; inline images met
+    between two HTML fragments are waiting in `images_between` to be placed there."""
 
     defects: list[str] = field(default_factory=list)
-    text: str | None = None
-    html: str | None = None
+    text_parts: list[str] = field(default_factory=list)
+    html_parts: list[str] = field(default_factory=list)
     attachments: list[ParsedPart] = field(default_factory=list)
     tnef_bodies: list[tuple[str | None, str | None, bytes | None]] = field(default_factory=list)
+    images_between: list[int] = field(default_factory=list)
+    named_text: str | None = None  # an inline text/plain file: the body if there is no other
+    raw: bytes = b""
+    root: Message | None = None
+    _enclosed: list[mime_scan.EnclosedMessage] | None = None
+
+    def next_enclosed(self) -> mime_scan.EnclosedMessage | None:
+        """The next message/* part's bytes as received (read from `raw` on first use)."""
+        if self._enclosed is None:
+            self._enclosed = mime_scan.enclosed_messages(self.raw)[::-1]
+        return self._enclosed.pop() if self._enclosed else None
 
     def note(self, defect: str) -> None:
+        defect = _repair(defect)
         if defect not in self.defects:
             self.defects.append(defect)
+
+    @property
+    def text(self) -> str | None:
+        return _join_text(self.text_parts) if self.text_parts else None
+
+    @property
+    def html(self) -> str | None:
+        return "".join(self.html_parts) if self.html_parts else None
 
 
 def parse_message(raw: bytes) -> ParsedMail:
@@ -108,6 +120,13 @@ def parse_message(raw: bytes) -> ParsedMail:
         return _parse(bytes(raw))
     except Exception as exc:  # the contract is "never raises"; keep what we can
         return _unparseable(raw, exc)
+
+
+#: Read as compat32 reads them (plain strings, parameters split by `email.message`'s own
+#: tolerant reader): policy.default's strict grammar cuts an unquoted value at its first
+#: "=" or blank (``boundary=----=_NextPart_0``, ``name=This is a test.txt``), which makes a
+#: multipart unreadable. RFC 2231 continuations are still joined by `get_param`.
+MIME_PARAMETER_HEADERS = frozenset({"content-type", "content-disposition"})
 
 
 class _OneMessagePolicy(EmailPolicy):
@@ -121,6 +140,8 @@ class _OneMessagePolicy(EmailPolicy):
     parsed_headers: dict[tuple[str, str], Any] = {}
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
+        if name.lower() in MIME_PARAMETER_HEADERS:
+            return _FOLD.sub("", value).strip()
         key = (name, value)
         header = self.parsed_headers.get(key)
         if header is None:
@@ -131,13 +152,37 @@ class _OneMessagePolicy(EmailPolicy):
 _ONE_MESSAGE_POLICY = _OneMessagePolicy()
 
 
-def _parse(raw: bytes) -> ParsedMail:
+#: What `email` reports when it misread the MIME skeleton that `mime_scan.repaired` fixes.
+_SKELETON_DEFECTS = (
+    errors.MissingHeaderBodySeparatorDefect,
+    errors.StartBoundaryNotFoundDefect,
+    errors.CloseBoundaryNotFoundDefect,
+    errors.MultipartInvariantViolationDefect,
+)
+
+
+def _read(raw: bytes) -> Message:
+    """The `email` tree of `raw`; read again from a repaired copy when `email` misread its
+    skeleton (obsolete header syntax, delimiter lines with text after the boundary)."""
     _OneMessagePolicy.parsed_headers = {}
     msg = message_from_bytes(raw, policy=_ONE_MESSAGE_POLICY)
-    walk = _Walk()
+    parts = list(msg.walk())
+    misread = any(isinstance(d, _SKELETON_DEFECTS) for part in parts for d in part.defects)
+    boundaries = [b for part in parts if part.is_multipart() for b in [part.get_boundary()] if b]
+    if not misread and not mime_scan.has_delimiter_with_text(raw, boundaries):
+        return msg
+    copy = mime_scan.repaired(raw)
+    return msg if copy == raw else message_from_bytes(copy, policy=_ONE_MESSAGE_POLICY)
+
+
+def _parse(raw: bytes) -> ParsedMail:
+    msg = _read(raw)
+    walk = _Walk(raw=raw, root=msg)
     headers = _headers(msg, walk)
-    _walk_part(msg, walk, depth=0)
+    _walk_part(msg, walk, depth=0, blocked=frozenset())
     _apply_tnef_bodies(walk)
+    if walk.named_text is not None and not walk.text_parts and not walk.html_parts:
+        walk.text_parts.append(walk.named_text)
     return ParsedMail(
         headers=headers,
         subject=_first(headers, "subject") or "",
@@ -196,9 +241,9 @@ def _decode_bytes(data: bytes, charset: str | None, walk: _Walk, where: str) -> 
     """Decode with the declared charset or a known superset; else UTF-8, else Latin-1."""
     label = (charset or "").strip().strip("\"'").lower() or None
     known = True
-    for codec in _codecs_for(label):
+    for codec in charsets.codecs_for(label):
         try:
-            return data.decode(codec)
+            return charsets.decode(data, codec)
         except UnicodeDecodeError:
             continue
         except (LookupError, ValueError):  # unknown or non-text codec, or a NUL in the name
@@ -212,13 +257,6 @@ def _decode_bytes(data: bytes, charset: str | None, walk: _Walk, where: str) -> 
     elif label or used != "UTF-8":
         walk.note(f"{where}: text is not valid {label or 'UTF-8'}; decoded as {used}")
     return text
-
-
-def _codecs_for(label: str | None) -> list[str]:
-    if not label:
-        return []
-    wider = CHARSET_WIDER.get(label)
-    return [CHARSET_ALIASES.get(label, label), *([wider] if wider else [])]
 
 
 def _decode_header(value: str, walk: _Walk) -> str:
@@ -264,16 +302,23 @@ def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
 def _addresses(
     msg: Message, headers: tuple[tuple[str, str], ...], name: str, walk: _Walk
 ) -> tuple[str, ...]:
-    """Each address in display form ('Zoë <z@example.org>'); the raw text if none parse."""
+    """Each address in display form ('Zoë <z@example.org>'), each once over all fields of
+    that name. policy.default's reading is kept when it is sound; where it reports a defect,
+    loses an address or meets encoded words, the lenient reader of `addresses` decides."""
+    raw_values = [value for key, value in msg.raw_items() if key.lower() == name]
+    if not raw_values:
+        return ()
     try:
-        found = tuple(_repair(str(a)) for h in msg.get_all(name, []) for a in h.addresses)
+        fields = msg.get_all(name, [])
+        strict = [a for h in fields for a in h.addresses]
+        sound = not any(h.defects for h in fields) and all("@" in a.addr_spec for a in strict)
     except Exception as exc:  # the address parser has raised on odd input before
         walk.note(f"{name} header could not be parsed ({type(exc).__name__})")
-        found = _addresses_fallback([v for k, v in headers if k.lower() == name])
-    if found:
-        return found
-    text = ", ".join(v.strip() for k, v in headers if k.lower() == name and v.strip())
-    return (text,) if text and "@" in text else ()
+        strict, sound = [], False
+    if sound and not any("=?" in value for value in raw_values):
+        return tuple(dict.fromkeys(_repair(str(a)) for a in strict))
+    mailboxes = addresses.read_mailboxes(raw_values, lambda text: _decode_header(text, walk))
+    return tuple(dict.fromkeys(_repair(m.display()) for m in mailboxes))
 
 
 def _addresses_fallback(values: list[str]) -> tuple[str, ...]:
@@ -310,19 +355,33 @@ def _message_ids(value: str | None) -> tuple[str, ...]:
 # --- the MIME tree ----------------------------------------------------------------------
 
 
-def _walk_part(part: Message, walk: _Walk, depth: int) -> None:
+#: Multipart subtypes whose parts are not shown one after the other: alternatives of one
+#: body (RFC 2046 5.1.4), or a root with the resources it uses (RFC 2387).
+_ONE_BODY_SUBTYPES = frozenset({"alternative", "related"})
+
+
+def _walk_part(part: Message, walk: _Walk, depth: int, blocked: frozenset[str]) -> set[str]:
+    """Walk `part`; returns the body types ("text/plain", "text/html") it added to.
+
+    Parts of a multipart/mixed are shown one after the other (RFC 2046 5.1.3), so each text
+    or HTML part in one continues the body. The parts of an alternative, or of a related
+    root and its resources, are one body: once a part has given, say, the HTML, a later part
+    of the same container cannot add HTML again (`blocked`) and is kept as a file."""
     if depth > MAX_MIME_DEPTH:
         walk.note(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were skipped")
-        return
+        return set()
+    added: set[str] = set()
     if part.get_content_maintype() == "message":
         walk.attachments.append(_enclosed_message(part, walk))
     elif part.is_multipart():
+        one_body = part.get_content_subtype() in _ONE_BODY_SUBTYPES
         for sub in part.get_payload():
-            _walk_part(sub, walk, depth + 1)
+            added |= _walk_part(sub, walk, depth + 1, blocked | added if one_body else blocked)
     else:
-        _leaf(part, walk)
+        added = _leaf(part, walk, blocked)
     for defect in part.defects:
-        walk.note(f"{part.get_content_type()} part: {_describe(defect)}")
+        walk.note(f"{_content_type(part)} part: {_describe(defect)}")
+    return added
 
 
 def _describe(defect: Exception) -> str:
@@ -330,33 +389,83 @@ def _describe(defect: Exception) -> str:
     return str(defect) or (doc[0] if doc else type(defect).__name__)
 
 
-def _leaf(part: Message, walk: _Walk) -> None:
-    ctype = part.get_content_type()
+def _leaf(part: Message, walk: _Walk, blocked: frozenset[str]) -> set[str]:
+    ctype = _content_type(part)
     filename = _filename(part, walk)
     disposition = _header_safe(part.get_content_disposition, walk)
     if ctype in TNEF_TYPES or (filename or "").lower() == "winmail.dat":
         _expand_tnef(part, filename, walk)
-        return
+        return set()
     if part.get_content_maintype() == "multipart":  # no usable boundary: read it as text
         ctype = "text/plain"
-    is_body = disposition != "attachment" and filename is None
-    if is_body and ctype == "text/plain" and walk.text is None:
-        walk.text = _body_text(part, walk)
-    elif is_body and ctype == "text/html" and walk.html is None:
-        walk.html = _body_text(part, walk)
-    else:
-        data = _payload_bytes(part, walk)
-        walk.attachments.append(_part_value(part, ctype, filename, data, walk))
+    is_body = disposition != "attachment" and filename is None and ctype not in blocked
+    if is_body and ctype == "text/plain":
+        walk.text_parts.append(_body_text(part, walk))
+        return {ctype}
+    if is_body and ctype == "text/html":
+        _place_images_between(walk)
+        walk.html_parts.append(_body_text(part, walk))
+        return {ctype}
+    _keep_file(part, ctype, filename, disposition, walk)
+    return set()
+
+
+def _keep_file(
+    part: Message, ctype: str, filename: str | None, disposition: str | None, walk: _Walk
+) -> None:
+    """A part that is not the body: an attachment, or an inline image the body may show."""
+    value = _part_value(part, ctype, filename, _payload_bytes(part, walk), walk)
+    if value.disposition == "inline" and ctype.startswith("image/") and walk.html_parts:
+        walk.images_between.append(len(walk.attachments))
+    if disposition == "inline" and ctype == "text/plain" and walk.named_text is None:
+        walk.named_text = _body_text(part, walk)
+    walk.attachments.append(value)
+
+
+def _content_type(part: Message) -> str:
+    """Content-Type is read as it came (see MIME_PARAMETER_HEADERS): 8-bit bytes repaired."""
+    return _repair(part.get_content_type())
 
 
 def _part_value(
-    part: Message, ctype: str, filename: str | None, data: bytes, walk: _Walk
+    part: Message, ctype: str, filename: str | None, decoded: Decoded, walk: _Walk
 ) -> ParsedPart:
     """Inline when the sender says so or gave it a Content-ID, unless it says attachment."""
     disposition = _header_safe(part.get_content_disposition, walk)
     content_id = _content_id(part, walk)
     inline = disposition == "inline" or (content_id is not None and disposition != "attachment")
-    return ParsedPart(filename, ctype, content_id, "inline" if inline else "attachment", data)
+    return ParsedPart(
+        filename,
+        ctype,
+        content_id,
+        "inline" if inline else "attachment",
+        decoded.data,
+        tuple(_repair(defect) for defect in decoded.defects),
+    )
+
+
+def _place_images_between(walk: _Walk) -> None:
+    """Before a further HTML fragment: an ``<img>`` for each inline image since the last
+    one, where a mail client shows it (Apple Mail's text, picture, text). An image without
+    a Content-ID is given one (RFC 2392 syntax, in the ``.invalid`` domain), so the body can
+    point at it."""
+    for index in walk.images_between:
+        image = walk.attachments[index]
+        if image.content_id is None:
+            image = replace(image, content_id=f"part{index + 1}@mxsmtp.invalid")
+            walk.attachments[index] = image
+        alt = html_escape(image.filename or "", quote=True)
+        cid = html_escape(image.content_id or "", quote=True)
+        walk.html_parts.append(f'<div><img src="cid:{cid}" alt="{alt}"></div>')
+    walk.images_between.clear()
+
+
+def _join_text(fragments: list[str]) -> str:
+    """Text fragments one after the other, each starting on a line of its own."""
+    out = fragments[0]
+    for fragment in fragments[1:]:
+        out += fragment if out.endswith("\n") or not out else "\n" + fragment
+    return out
 
 
 def _header_safe(getter: Callable[[], object], walk: _Walk) -> str | None:
@@ -383,37 +492,69 @@ def _content_id(part: Message, walk: _Walk) -> str | None:
     return content_id or None
 
 
-def _payload_bytes(part: Message, walk: _Walk) -> bytes:
-    """The transfer-decoded bytes (base64, quoted-printable, 8bit) of a leaf part."""
+def _payload_bytes(part: Message, walk: _Walk) -> Decoded:
+    """The transfer-decoded bytes of a leaf part (see `transfer`); what went wrong in the
+    decoding is noted on the message too."""
+    encoded = _raw_payload(part)
+    decoded = transfer.decode(part.get("content-transfer-encoding"), encoded)
+    if decoded is None:
+        decoded = _email_decoded(part, encoded)
+    for defect in decoded.defects:
+        walk.note(f"{_content_type(part)} part: {defect}")
+    return decoded
+
+
+def _raw_payload(part: Message) -> bytes:
+    """The bytes of a leaf part's body as received. `Message.get_payload()` without decoding
+    re-decodes 8-bit bytes with the part's charset and replaces what does not fit, so the
+    payload the parser stored is read directly (tests/test_parsing.py pins this)."""
+    payload = part._payload  # private, see the docstring
+    return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
+
+
+def _email_decoded(part: Message, encoded: bytes) -> Decoded:
+    """uuencode, as `email` reads it (it knows the variants); undecoded bytes if it fails."""
     try:
         data = part.get_payload(decode=True)
     except Exception as exc:
-        walk.note(f"{part.get_content_type()} part could not be decoded ({type(exc).__name__})")
-        data = None
-    if isinstance(data, bytes):
-        return data
-    raw = part.get_payload()
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+        return Decoded(encoded, (f"could not be decoded ({type(exc).__name__}); kept as is",))
+    return Decoded(data) if isinstance(data, bytes) else Decoded(encoded)
 
 
 def _body_text(part: Message, walk: _Walk) -> str:
-    ctype = part.get_content_type()
+    ctype = _content_type(part)
     charset = _header_safe(part.get_content_charset, walk)
-    text = _decode_bytes(_payload_bytes(part, walk), charset, walk, f"{ctype} body")
+    text = _decode_bytes(_payload_bytes(part, walk).data, charset, walk, f"{ctype} body")
     return text.replace("\r\n", "\n")
 
 
 def _enclosed_message(part: Message, walk: _Walk) -> ParsedPart:
-    """A message/* part kept whole; its data is the enclosed message as bytes."""
+    """A message/* part kept whole; its data is the enclosed message as it was received."""
     payload = part.get_payload()
+    received = walk.next_enclosed() if part is not walk.root else None
     if isinstance(payload, list):
-        data = b"".join(_message_bytes(sub, walk) for sub in payload)
+        data = _received_message(received, payload, walk)
     else:
-        data = _payload_bytes(part, walk)
-    ctype = part.get_content_type()
+        data = _payload_bytes(part, walk).data
+    ctype = _content_type(part)
     default_name = "message.eml" if ctype in ("message/rfc822", "message/global") else None
     filename = _filename(part, walk) or default_name
-    return _part_value(part, ctype, filename, data, walk)
+    return _part_value(part, ctype, filename, Decoded(data), walk)
+
+
+def _received_message(
+    received: mime_scan.EnclosedMessage | None, payload: list[Message], walk: _Walk
+) -> bytes:
+    """The bytes `mime_scan` found for this part, once they are checked to be the message
+    `email` parsed there (same first field); else the message `email` parsed, regenerated."""
+    if received is not None:
+        decoded = transfer.decode(received.transfer_encoding, received.data)
+        data = decoded.data if decoded is not None else received.data
+        names = [name.lower() for sub in payload for name in sub.keys()[:1]]
+        first = re.match(rb"(?:From .*\n)?([\x21-\x39\x3b-\x7e]+)", data)
+        if first and [first.group(1).decode("ascii").lower()] == names[:1]:
+            return data
+    return b"".join(_message_bytes(sub, walk) for sub in payload)
 
 
 def _message_bytes(msg: Message, walk: _Walk) -> bytes:
@@ -430,7 +571,7 @@ def _message_bytes(msg: Message, walk: _Walk) -> bytes:
 
 def _expand_tnef(part: Message, filename: str | None, walk: _Walk) -> None:
     """Replace winmail.dat with what it carries; keep it as is if it cannot be decoded."""
-    data = _payload_bytes(part, walk)
+    data = _payload_bytes(part, walk).data
     original = ParsedPart(
         filename or "winmail.dat", "application/ms-tnef", None, "attachment", data
     )
@@ -502,13 +643,14 @@ def _plain_rtf(data: bytes | None, walk: _Walk) -> bytes | None:
 
 
 def _apply_tnef_bodies(walk: _Walk) -> None:
-    """TNEF bodies fill in only when the MIME tree itself had no text or HTML body."""
-    if walk.text is not None or walk.html is not None:
-        return
+    """A TNEF body fills in what the MIME tree lacks: Outlook sends a plain-text stub beside
+    winmail.dat, and the HTML inside it is the real body."""
     for text, html, rtf in walk.tnef_bodies:
-        walk.text = walk.text if walk.text is not None else text
-        walk.html = walk.html if walk.html is not None else html
-        if rtf is not None and walk.text is None and walk.html is None:
+        if html is not None and not walk.html_parts:
+            walk.html_parts.append(html)
+        if text is not None and not walk.text_parts:
+            walk.text_parts.append(text)
+        if rtf is not None and not walk.text_parts and not walk.html_parts:
             walk.attachments.append(
                 ParsedPart("body.rtf", "application/rtf", None, "attachment", rtf)
             )

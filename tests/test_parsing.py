@@ -456,3 +456,145 @@ def test_parsed_values_are_frozen():
     with pytest.raises(AttributeError):
         mail.subject = "changed"  # type: ignore[misc]
     assert all(not isinstance(getattr(mail, f.name), list) for f in fields(mail))
+
+
+# --- mail as tolerant parsers read it (tests/data/tolerant/) ------------------------------
+
+TOLERANT = DATA / "tolerant"
+SAMPLE_BYTES = bytes(range(256)) * 4
+
+
+def load_tolerant(name: str) -> ParsedMail:
+    mail = parse_message((TOLERANT / name).read_bytes())
+    assert_clean(mail)
+    return mail
+
+
+def test_transfer_encoding_with_a_trailing_blank_is_decoded():
+    mail = load_tolerant("cte_trailing_space.eml")
+    (part,) = mail.attachments
+    assert (part.filename, part.data, part.defects) == ("bytes.bin", SAMPLE_BYTES, ())
+
+
+def test_damaged_base64_is_decoded_as_far_as_it_goes_and_flagged():
+    cut, chunks, odd = load_tolerant("base64_bad_length.eml").attachments
+    assert cut.data == SAMPLE_BYTES[:300]
+    assert cut.defects == ("base64 had an impossible length; its last character was dropped",)
+    assert chunks.data == SAMPLE_BYTES[:20]
+    assert odd.data == b"uryyb"
+    assert odd.defects == ("unknown transfer encoding 'x-rot13'; kept undecoded",)
+
+
+def test_defects_of_parts_are_also_the_message_s():
+    mail = load_tolerant("base64_bad_length.eml")
+    assert (
+        "application/octet-stream part: base64 had an impossible length; "
+        "its last character was dropped"
+    ) in mail.defects
+
+
+def test_obsolete_header_syntax_is_read():
+    mail = load_tolerant("obsolete_syntax.eml")
+    assert mail.subject.startswith("Fields with blanks before the colon")
+    assert mail.subject.endswith("and an empty line in the folding")
+    assert mail.from_ == "Obsolete Sender <old@example.org>"
+    assert mail.to == ("app@example.com",)
+    assert mail.date == datetime(2024, 3, 5, 8, 15, tzinfo=UTC)
+    assert mail.message_id == "<obsolete-1@example.org>"
+    assert mail.text == "The body.\n"
+    assert [name for name, _ in mail.headers] == ["Subject", "From", "To", "Date", "Message-ID"]
+
+
+def test_unquoted_boundary_and_name_with_equals_and_blanks():
+    mail = load_tolerant("unquoted_parameters.eml")
+    assert mail.text == "The real body.\n"
+    (part,) = mail.attachments
+    assert (part.filename, part.data) == ("This is a test.txt", b"file content")
+
+
+def test_delimiter_lines_with_trailing_text_and_no_preamble_or_epilogue_in_the_body():
+    mail = load_tolerant("boundary_trailing_text.eml")
+    assert mail.text == "First part."
+    (notes,) = mail.attachments
+    assert (notes.filename, notes.data) == ("notes.txt", b"notes")
+
+
+def test_an_empty_part_keeps_the_epilogue_out_of_the_body():
+    mail = load_tolerant("empty_part_epilogue.eml")
+    assert "Epilogue" not in (mail.text or "") and mail.attachments == ()
+
+
+def test_addresses_as_real_mail_writes_them():
+    mail = load_tolerant("odd_addresses.eml")
+    assert mail.from_ == "develop!nextmime@ebony@sblab.att.com"  # two equal From fields: one
+    assert mail.to == ('"Mikel@Lindsaar" <raasdnil@gmail.com>', '"Doe, Jane" <jane@example.org>')
+    assert mail.cc == (
+        '"ФГУП \\"СибНИА им.С.А.Чаплыгина\\"\\"" <user@domain.ru>',
+        "Ann Example <ann@example.org>",
+    )
+    assert mail.subject == "Adjacent encoded words"
+
+
+def test_iso_2022_jp_with_nec_special_characters():
+    mail = load_tolerant("iso2022jp_nec.eml")
+    assert mail.subject == "№① 41"
+    assert mail.from_ == "山田 <yamada@example.jp>"
+    assert mail.text == "㈱㈲ ok\n"
+    assert mail.defects == ()
+
+
+@pytest.mark.parametrize(
+    ("label", "data", "text"),
+    [
+        ("iso-8859-1", b"\x93quoted\x94 \x80", "\u201cquoted\u201d €"),  # cp1252 in fact
+        ("gb2312", "镕".encode("gbk"), "镕"),
+        ("big5", "㗎".encode("big5hkscs"), "㗎"),
+        ("ks_c_5601-1987", "똠".encode("cp949"), "똠"),
+        ("shift_jis", "①".encode("cp932"), "①"),
+        ("windows-874", "ก".encode("cp874"), "ก"),
+    ],
+)
+def test_charset_labels_mean_what_clients_write(label: str, data: bytes, text: str):
+    raw = f"Subject: x\r\nContent-Type: text/plain; charset={label}\r\n\r\n".encode() + data
+    mail = parse_message(raw)
+    assert (mail.text, mail.defects) == (text, ())
+
+
+def test_text_picture_text_is_one_body_with_the_picture_in_place():
+    mail = load_tolerant("text_image_text.eml")
+    (image,) = mail.attachments
+    assert image.filename == "dot.png" and image.content_id
+    html = mail.html or ""
+    before, picture, after = (
+        html.index("Before the picture"),
+        html.index(f'src="cid:{image.content_id}"'),
+        html.index("After the picture"),
+    )
+    assert before < picture < after
+    assert mail.text == "Before the picture.\n\nAfter the picture."
+
+
+def test_an_inline_text_file_is_the_body_when_there_is_no_other():
+    mail = load_tolerant("inline_named_text.eml")
+    assert mail.text == "Hello from a named inline part."
+
+
+def test_an_enclosed_message_keeps_the_bytes_it_had():
+    mail = load_tolerant("rfc822_exact.eml")
+    (enclosed,) = mail.attachments
+    raw = (TOLERANT / "rfc822_exact.eml").read_bytes()
+    start = raw.index(b"From: Inner Sender")
+    assert enclosed.data == raw[start : raw.index(b"\r\n--outer--")]
+    assert b"Subject:   Enclosed,\r\n  folded   oddly" in enclosed.data
+
+
+def test_the_raw_payload_is_read_as_the_parser_stored_it():
+    """parsing._raw_payload reads `Message._payload`: 8-bit bytes of a part must come back
+    exactly, which `get_payload()` does not give (it re-decodes with the charset)."""
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: application/octet-stream; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n\xff\xfe\x80raw\r\n--b--\r\n"
+    )
+    (part,) = parse_message(raw).attachments
+    assert part.data == b"\xff\xfe\x80raw"
