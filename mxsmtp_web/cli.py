@@ -333,6 +333,7 @@ def _attachment_json(attachment: Any) -> dict[str, Any]:
         "disposition": attachment.disposition,
         "size": attachment.size,
         "sha256": attachment.sha256,
+        "defects": list(attachment.defects),
     }
 
 

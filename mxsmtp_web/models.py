@@ -163,6 +163,8 @@ class Attachment(db.Model):
     size: Mapped[int] = mapped_column(default=0)
     sha256: Mapped[str] = mapped_column(String(64), default="")
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # JSON list: what was wrong with the part's encoding; non-empty when `data` is undecoded
+    defects: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class Refusal(db.Model):

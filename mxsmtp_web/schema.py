@@ -4,10 +4,10 @@ to the models. Runs once at start-up."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 
 from .extensions import db
-from .models import Message
+from .models import Attachment, Message
 
 #: Full-text index over the searchable columns of `message`, kept in step by triggers, so every
 #: write (save, set_outcome, delete, purge) updates it in its own transaction.
@@ -51,7 +51,8 @@ def init_schema() -> None:
     indexes, and the columns and indexes that later versions added to `message`. Idempotent;
     a database from before the index gets it filled once."""
     connection = db.session.connection()
-    _add_new_columns(connection)
+    for model in (Message, Attachment):
+        _add_new_columns(connection, model.__table__)
     existed = connection.exec_driver_sql(
         "SELECT 1 FROM sqlite_master WHERE name = 'message_fts'"
     ).first()
@@ -62,11 +63,11 @@ def init_schema() -> None:
     db.session.commit()
 
 
-def _add_new_columns(connection: Connection) -> None:
-    """Bring a `message` table made by an older version up to the model: SQLite adds a
-    nullable or defaulted column in place (ALTER TABLE ... ADD COLUMN)."""
-    table = Message.__table__
-    present = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(message)")}
+def _add_new_columns(connection: Connection, table: Table) -> None:
+    """Bring a table made by an older version up to the model: SQLite adds a nullable or
+    defaulted column in place (ALTER TABLE ... ADD COLUMN)."""
+    pragma = f"PRAGMA table_info({table.name})"
+    present = {row[1] for row in connection.exec_driver_sql(pragma)}
     missing = [c for c in table.columns if c.name not in present]
     for column_ in missing:
         kind = column_.type.compile(dialect=connection.dialect)
@@ -79,7 +80,7 @@ def _add_new_columns(connection: Connection) -> None:
             clause += f" REFERENCES {target.table.name}({target.name})"
             clause += f" ON DELETE {key.ondelete}" if key.ondelete else ""
         connection.exec_driver_sql(
-            f'ALTER TABLE message ADD COLUMN "{column_.name}" {kind}{clause}'
+            f'ALTER TABLE {table.name} ADD COLUMN "{column_.name}" {kind}{clause}'
         )
     if missing:
         for index in table.indexes:

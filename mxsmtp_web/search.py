@@ -197,12 +197,13 @@ def _part_columns() -> tuple:
         Attachment.disposition,
         Attachment.size,
         Attachment.sha256,
+        Attachment.defects,
         Attachment.data,
     )
 
 
 def _stored_part(row: Sequence) -> StoredPart:
-    return StoredPart(row[0], row[1], AttachmentInfo(*row[2:9]), row[9])
+    return StoredPart(row[0], row[1], AttachmentInfo.from_row(row[2:10]), row[10])
 
 
 def get_attachment(attachment_id: int) -> StoredPart | None:

@@ -78,6 +78,12 @@ class AttachmentInfo:
     disposition: str
     size: int
     sha256: str
+    defects: tuple[str, ...] = ()  # what was wrong with its encoding (see ParsedPart)
+
+    @classmethod
+    def from_row(cls, fields: Sequence[Any]) -> AttachmentInfo:
+        """From the columns id .. sha256 and the JSON `defects` column, in that order."""
+        return cls(*fields[:-1], defects=tuple(json.loads(fields[-1] or "[]")))
 
 
 @dataclass(frozen=True)
@@ -354,6 +360,7 @@ _ATTACHMENT_COLUMNS = (
     "size",
     "sha256",
     "data",
+    "defects",
 )
 _INSERT_ATTACHMENT = (
     f"INSERT INTO attachment ({', '.join(_ATTACHMENT_COLUMNS)}) "
@@ -426,6 +433,7 @@ def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> 
                 len(part.data),
                 hashlib.sha256(part.data).hexdigest(),
                 part.data,
+                json.dumps(list(part.defects)),
             )
             for position, part in enumerate(parts)
         ],
@@ -648,13 +656,14 @@ def _attachments_of(message_ids: Sequence[int]) -> dict[int, tuple[AttachmentInf
             Attachment.disposition,
             Attachment.size,
             Attachment.sha256,
+            Attachment.defects,
         )
         .where(Attachment.message_id.in_(list(message_ids)))
         .order_by(Attachment.message_id, Attachment.position)
     ).all()
     grouped: dict[int, list[AttachmentInfo]] = {}
     for message_id, *fields in rows:
-        grouped.setdefault(message_id, []).append(AttachmentInfo(*fields))
+        grouped.setdefault(message_id, []).append(AttachmentInfo.from_row(fields))
     return {key: tuple(value) for key, value in grouped.items()}
 
 

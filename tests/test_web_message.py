@@ -4,14 +4,17 @@ through the Flask test client against a real database."""
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
 from conftest import csrf_token, simple_message
-from mxsmtp_web import search, settings, storage
+from mxsmtp_web import create_app, search, settings, storage
+from mxsmtp_web.extensions import db
 from mxsmtp_web.models import Status
 from mxsmtp_web.parsing import parse_message
 
@@ -257,3 +260,47 @@ def test_reprocess_that_deletes_returns_to_the_inbox(app: Flask, admin_client: F
 @pytest.mark.parametrize("path", ["/inbox/message/999999", "/inbox/message/999999/preview"])
 def test_missing_messages_are_404(viewer_client: FlaskClient, path: str) -> None:
     assert viewer_client.get(path).status_code == 404
+
+
+DAMAGED = (Path(__file__).parent / "data" / "tolerant" / "base64_bad_length.eml").read_bytes()
+
+
+def test_a_damaged_part_is_flagged_on_the_page_and_in_the_json(
+    app: Flask, viewer_client: FlaskClient
+) -> None:
+    from test_cli import run
+
+    message_id = store(app, DAMAGED)
+    page = viewer_client.get(f"/inbox/message/{message_id}").get_data(as_text=True)
+    assert "damaged" in page
+    assert "base64 had an impossible length; its last character was dropped" in page
+    assert "unknown transfer encoding &#39;x-rot13&#39;; kept undecoded" in page
+    code, output, _ = run("messages", "show", str(message_id), "--json")
+    data = json.loads(output)
+    assert code == 0
+    assert [a["defects"] for a in data["attachments"]] == [
+        ["base64 had an impossible length; its last character was dropped"],
+        ["base64 held padding before its end; the pieces were joined"],
+        ["unknown transfer encoding 'x-rot13'; kept undecoded"],
+    ]
+    assert (
+        "application/x-unknown part: unknown transfer encoding 'x-rot13'; kept undecoded"
+        in (data["defects"])
+    )
+
+
+def test_a_database_without_part_defects_is_brought_up_to_date(app: Flask) -> None:
+    """A database made before parts had defects gets the column, and its parts read as sound."""
+    message_id = store(app, HTML_WITH_PARTS)
+    with app.app_context():
+        db.session.execute(text("ALTER TABLE attachment DROP COLUMN defects"))
+        db.session.commit()
+        db.engine.dispose()
+    upgraded = create_app({"TESTING": True})
+    with upgraded.app_context():
+        stored = storage.get_message(message_id)
+        assert stored is not None
+        assert [part.defects for part in stored.summary.attachments] == [()] * 5
+    with upgraded.app_context():
+        damaged = storage.get_message(store(upgraded, DAMAGED))
+        assert damaged is not None and damaged.summary.attachments[0].defects
