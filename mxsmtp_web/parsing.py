@@ -23,7 +23,9 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html import escape as html_escape
 from typing import Any
 
+import compressed_rtf
 import tnefparse
+from striprtf.striprtf import rtf_to_text
 from tnefparse.codepage import Codepage
 
 from . import addresses, charsets, mime_scan, transfer
@@ -619,7 +621,7 @@ def _tnef_body(tnef: tnefparse.TNEF, walk: _Walk) -> tuple[str | None, str | Non
     html = _tnef_text(tnef.htmlbody, tnef.codepage, walk)
     rtf = None
     if text is None and html is None and getattr(tnef, "_rtfbody", None):
-        rtf = _plain_rtf(tnef.rtfbody, walk)
+        rtf = _plain_rtf(getattr(tnef, "_rtfbody", None), walk)
     return text, html, rtf
 
 
@@ -631,15 +633,28 @@ def _tnef_text(value: str | bytes | None, codepage: str | None, walk: _Walk) -> 
 
 
 def _plain_rtf(data: bytes | None, walk: _Walk) -> bytes | None:
-    """RTF as a file: uncompressed ("MELA") is unwrapped; LZFu needs the compressed_rtf package."""
+    """The RTF of a TNEF body: compressed_rtf unwraps both stored forms (MS-OXRTFCP 2.1.3.1,
+    "MELA" plain and "LZFu" compressed)."""
     if not data:
         return None
     if data.startswith(b"{\\rtf"):
         return data
-    if data[8:12] == b"MELA":
-        return data[16 : 16 + struct.unpack_from("<I", data, 4)[0]]
-    walk.note("winmail.dat body is compressed RTF; install compressed_rtf to extract it")
-    return None
+    try:
+        return bytes(compressed_rtf.decompress(data))
+    except Exception as exc:  # compressed_rtf raises plain Exception on bad input
+        walk.note(f"winmail.dat RTF body could not be unpacked ({exc}); it was left out")
+        return None
+
+
+def _rtf_text(rtf: bytes, walk: _Walk) -> str | None:
+    """Readable text of an RTF body (striprtf also skips the HTML that Outlook wraps in
+    ``\\*\\htmltag`` groups, keeping its text)."""
+    try:
+        text = rtf_to_text(rtf.decode("latin-1"), errors="ignore")
+    except Exception as exc:  # striprtf is lenient, but the contract is "never raises"
+        walk.note(f"winmail.dat RTF body could not be read ({type(exc).__name__})")
+        return None
+    return text.replace("\r\n", "\n").strip("\n") + "\n" if text.strip() else None
 
 
 def _apply_tnef_bodies(walk: _Walk) -> None:
@@ -651,6 +666,8 @@ def _apply_tnef_bodies(walk: _Walk) -> None:
         if text is not None and not walk.text_parts:
             walk.text_parts.append(text)
         if rtf is not None and not walk.text_parts and not walk.html_parts:
+            text = _rtf_text(rtf, walk)
+            walk.text_parts.extend([text] if text is not None else [])
             walk.attachments.append(
                 ParsedPart("body.rtf", "application/rtf", None, "attachment", rtf)
             )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import compressed_rtf
 import pytest
 import tnefparse
 
@@ -249,6 +250,7 @@ ATT_ATTACH_DATA = 0x0006_800F
 ATT_ATTACHMENT = 0x0006_9005
 PR_ATTACH_LONG_FILENAME = 0x3707
 PR_RTF_COMPRESSED = 0x1009
+PR_BODY_HTML = 0x1013
 PT_UNICODE, PT_BINARY = 0x001F, 0x0102
 
 
@@ -346,9 +348,29 @@ def test_winmail_rtf_only_body_becomes_body_rtf():
         LEVEL_MESSAGE, ATT_MSG_PROPS, mapi_props(PT_BINARY, PR_RTF_COMPRESSED, stream)
     )
     mail = parse_message(winmail_mail(build_tnef(extra=(props,))))
-    assert (mail.text, mail.html) == (None, None)
+    assert (mail.text, mail.html) == ("Hello RTF\n", None)
     (part,) = mail.attachments
     assert (part.filename, part.content_type, part.data) == ("body.rtf", "application/rtf", rtf)
+
+
+def test_winmail_compressed_rtf_body_becomes_the_text():
+    rtf = rb"{\rtf1\ansi\ansicpg1252 Gr\'fc\'dfe aus {\b Outlook}\par}"
+    props = tnef_record(
+        LEVEL_MESSAGE,
+        ATT_MSG_PROPS,
+        mapi_props(PT_BINARY, PR_RTF_COMPRESSED, compressed_rtf.compress(rtf)),
+    )
+    mail = parse_message(winmail_mail(build_tnef(extra=(props,))))
+    assert mail.text == "Grüße aus Outlook\n"
+    assert [p.data for p in mail.attachments] == [rtf]
+
+
+def test_winmail_html_body_is_kept_beside_a_plain_text_stub():
+    html = b"<html><body><p>The <b>real</b> body.</p></body></html>"
+    props = tnef_record(LEVEL_MESSAGE, ATT_MSG_PROPS, mapi_props(PT_BINARY, PR_BODY_HTML, html))
+    mail = parse_message(winmail_mail(build_tnef(extra=(props,)), text="Plain stub."))
+    assert mail.text == "Plain stub.\n"
+    assert mail.html == html.decode()
 
 
 @pytest.mark.parametrize(
