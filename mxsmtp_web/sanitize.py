@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from html import escape
+from html import escape, unescape
+from typing import Any
 
 import tinycss2
 from bleach import html5lib_shim
@@ -85,16 +86,22 @@ _RELAXED_TAGS = _STANDARD_TAGS | {
     *("figure", "figcaption"),
 }
 
-_CELL = ["width", "height", "align", "valign", "bgcolor", "colspan", "rowspan", "nowrap"]
+_CELL = [
+    *("width", "height", "align", "valign", "bgcolor", "colspan", "rowspan", "nowrap"),
+    "background",
+]
 _BASIC_ATTRIBUTES = {"a": ["href", "title"]}
 _STANDARD_ATTRIBUTES = {
     "*": ["style", "align", "dir", "lang", "title"],
     "a": ["href"],
-    "table": ["width", "height", "align", "bgcolor", "border", "cellpadding", "cellspacing"],
+    "table": [
+        *("width", "height", "align", "bgcolor", "border", "cellpadding", "cellspacing"),
+        "background",
+    ],
     "thead": ["align", "valign"],
     "tbody": ["align", "valign"],
     "tfoot": ["align", "valign"],
-    "tr": ["height", "align", "valign", "bgcolor"],
+    "tr": ["height", "align", "valign", "bgcolor", "background"],
     "td": _CELL,
     "th": _CELL,
     "img": ["src", "alt", "width", "height", "border"],
@@ -111,6 +118,7 @@ _RELAXED_ATTRIBUTES = {
 _STANDARD_CSS = frozenset(
     {
         *("color", "background", "background-color", "direction", "display", "float", "clear"),
+        "background-image",
         *("font", "font-family", "font-size", "font-style", "font-variant", "font-weight"),
         *("line-height", "letter-spacing", "word-spacing", "white-space", "vertical-align"),
         *("text-align", "text-decoration", "text-indent", "text-transform"),
@@ -136,7 +144,9 @@ _RELAXED_CSS = _STANDARD_CSS | {
 
 class MailCSSSanitizer(CSSSanitizer):
     """bleach's CSSSanitizer checks property names only; this also refuses values that load
-    something or compute (url(), image-set(), expression()...), keeping plain values."""
+    something or compute (url(), image-set(), expression()...), keeping plain values. The one
+    url() kept is a ``cid:`` one: it names a part of the message itself (RFC 2392), which
+    the preview inlines, so it loads nothing."""
 
     def sanitize_css(self, style: str) -> str:
         kept = []
@@ -154,6 +164,8 @@ class MailCSSSanitizer(CSSSanitizer):
 
 def _plain_css(tokens: list) -> bool:
     for token in tokens:
+        if _cid_url(token):
+            continue
         if token.type in ("url", "error", "{} block", "[] block", "at-keyword"):
             return False
         if token.type == "function" and (
@@ -163,6 +175,23 @@ def _plain_css(tokens: list) -> bool:
         if token.type == "() block" and not _plain_css(token.content):
             return False
     return True
+
+
+def _cid_url(token: Any) -> bool:
+    """``url(cid:…)`` or ``url("cid:…")``, and nothing else inside it. bleach hands style
+    values over with character references unresolved, so ``url(&quot;cid:…&quot;)``
+    arrives as an unquoted URL token."""
+    if token.type == "url":
+        value = unescape(str(token.value)).strip().strip("\"'").strip()
+        return value.lower().startswith("cid:") and not re.search(r"[\s\"'()\\]", value)
+    if token.type != "function" or token.lower_name != "url":
+        return False
+    arguments = [t for t in token.arguments if t.type != "whitespace"]
+    return (
+        len(arguments) == 1
+        and arguments[0].type == "string"
+        and arguments[0].value.strip().lower().startswith("cid:")
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,8 @@ class _Policy:
 
 _LINKS = frozenset({"http", "https", "mailto"})
 _IMAGES = frozenset({"http", "https", "cid"})
+#: Elements whose URL attributes load a picture: `src` of img, `background` of the others.
+_IMAGE_TAGS = frozenset({"img", "table", "tr", "td", "th"})
 _POLICIES = {
     "strict": _Policy(frozenset(), {}, _LINKS, _IMAGES, False, MailCSSSanitizer(frozenset())),
     "basic": _Policy(
@@ -324,7 +355,7 @@ class _MailFilter(BleachSanitizerFilter):
         return super().sanitize_token(token)
 
     def allow_token(self, token: dict) -> dict:
-        if token["name"] == "img":
+        if token["name"] in _IMAGE_TAGS:
             token = self._allow_image(token)
         else:
             token = super().allow_token(token)
@@ -338,7 +369,8 @@ class _MailFilter(BleachSanitizerFilter):
         return token
 
     def _allow_image(self, token: dict) -> dict:
-        """Images get their own schemes (cid:, and data: for raster types when allowed)."""
+        """Images (``<img src>``, and ``background`` on tables and cells) get their own
+        schemes: cid:, and data: for raster types in ``src`` when allowed."""
         protocols = self.policy.image_protocols
         src = token.get("data", {}).get((None, "src"), "")
         if self.policy.data_images and _DATA_IMAGE.match(src.strip()):

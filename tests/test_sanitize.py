@@ -244,3 +244,18 @@ def test_absurdly_nested_html_is_not_parsed_but_kept_as_escaped_text(level):
 def test_real_newsletter_nesting_is_still_parsed():
     nested = "<table><tr><td>" * 30 + "cell" + "</td></tr></table>" * 30
     assert sanitize_html(nested, "standard").startswith("<table>")
+
+
+@pytest.mark.parametrize("level", ["standard", "relaxed"])
+def test_cid_backgrounds_are_kept_and_remote_ones_are_not(level):
+    html = (
+        '<table background="cid:bg@x"><tr>'
+        '<td style="background-image: url(cid:cell@x); color: red">a</td>'
+        '<td style="background-image: url(&quot;cid:q@x&quot;)">b</td>'
+        '<td background="javascript:alert(1)" style="background: url(https://t.example/p.gif)">'
+        "c</td></tr></table>"
+    )
+    clean = sanitize_html(html, level)
+    assert 'background="cid:bg@x"' in clean
+    assert "url(cid:cell@x)" in clean and "url(&quot;cid:q@x&quot;)" in clean
+    assert "javascript" not in clean and "t.example" not in clean

@@ -304,3 +304,25 @@ def test_a_database_without_part_defects_is_brought_up_to_date(app: Flask) -> No
     with upgraded.app_context():
         damaged = storage.get_message(store(upgraded, DAMAGED))
         assert damaged is not None and damaged.summary.attachments[0].defects
+
+
+def test_cid_pictures_as_table_and_css_backgrounds_show_inline(
+    app: Flask, viewer_client: FlaskClient
+) -> None:
+    from mxsmtp_web.sanitize import sanitize_html
+
+    raw = (
+        b"From: a@sender.example\r\nTo: bob@example.com\r\nSubject: Backgrounds\r\n"
+        b'Content-Type: multipart/related; boundary="rel"\r\n\r\n'
+        b"--rel\r\nContent-Type: text/html\r\n\r\n"
+        b'<table background="cid:bg@x"><tr>'
+        b'<td style="background-image: url(&quot;cid:bg@x&quot;)">cell</td></tr></table>\r\n'
+        b"--rel\r\nContent-Type: image/png\r\nContent-ID: <bg@x>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(PNG) + b"\r\n--rel--\r\n"
+    )
+    message_id = store(app, raw, html=sanitize_html(parse_message(raw).html or "", "standard"))
+    document = viewer_client.get(f"/inbox/message/{message_id}/preview").get_data(as_text=True)
+    data_uri = f"data:image/png;base64,{base64.b64encode(PNG).decode()}"
+    assert f'background="{data_uri}"' in document
+    assert f"url('{data_uri}')" in document
+    assert "cid:bg@x" not in document
