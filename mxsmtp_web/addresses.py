@@ -17,6 +17,7 @@ from dataclasses import dataclass
 #: RFC 5322 3.2.3 specials: a display name holding one of them is written quoted.
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _ROUTE = re.compile(r"^(?:@[^,:]*,?)+:")  # RFC 5322 4.4 obs-route: "<@a,@b:user@c>"
+_ADDRESS_LIKE = re.compile(r"^(?=.*\w)[^\s;<>()\[\],]+$")
 _GROUP = re.compile(r'^\s*((?:[^:"<@]|"(?:[^"\\]|\\.)*")*):(.*?);?\s*$', re.S)
 
 
@@ -26,15 +27,23 @@ class Mailbox:
 
     name: str
     address: str
+    bracketed: bool = False  # written in <…>: "<>" is the null address of a bounce
+
+    @property
+    def usable(self) -> bool:
+        """An address an application can use (a local one too), or the null ``<>``."""
+        if not self.address:
+            return self.bracketed
+        return bool(_ADDRESS_LIKE.match(self.address)) or self.address.startswith('"')
 
     def display(self) -> str:
         """``Name <address>``, the name quoted when it holds specials; the address alone."""
         if not self.name:
-            return self.address
+            return f"<{self.address}>" if self.bracketed and not self.address else self.address
         name = self.name
         if _SPECIALS.search(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return f"{name} <{self.address}>" if self.address else name
+        return f"{name} <{self.address}>" if self.address or self.bracketed else name
 
 
 def read_mailboxes(values: Iterable[str], decode: Callable[[str], str]) -> list[Mailbox]:
@@ -44,11 +53,11 @@ def read_mailboxes(values: Iterable[str], decode: Callable[[str], str]) -> list[
     seen: set[tuple[str, str]] = set()
     for value in values:
         for item in _split(_members(" ".join(value.split()))):
-            mailbox = _mailbox(item, decode)
-            key = (mailbox.name, mailbox.address.lower())
-            if (mailbox.name or mailbox.address) and key not in seen:
-                seen.add(key)
-                found.append(mailbox)
+            for mailbox in _mailboxes(item, decode):
+                key = (mailbox.name, mailbox.address.lower())
+                if (mailbox.name or mailbox.address or mailbox.bracketed) and key not in seen:
+                    seen.add(key)
+                    found.append(mailbox)
     return found
 
 
@@ -87,18 +96,46 @@ def _split(value: str) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _mailboxes(item: str, decode: Callable[[str], str]) -> list[Mailbox]:
+    """The mailboxes of one comma-separated item: usually one, but senders forget the comma
+    (``A <a@x> B <b@y>``, ``a@x b@y``)."""
+    start = _outside_quotes(item, "<")
+    if start >= 0:
+        end = item.find(">", start)
+        if end >= 0 and _outside_quotes(item[end + 1 :], "<") >= 0:
+            return [_mailbox(item[: end + 1], decode), *_mailboxes(item[end + 1 :], decode)]
+        return [_mailbox(item, decode)]
+    words = _without_comments(item).split()
+    if len(words) > 1 and '"' not in item:
+        if all("@" in word for word in words):
+            return [Mailbox("", word) for word in words]
+        if "@" in words[-1] and not any("@" in word for word in words[:-1]):
+            return [Mailbox(_name(" ".join(words[:-1]), decode), words[-1])]
+    return [_mailbox(item, decode)]
+
+
 def _mailbox(item: str, decode: Callable[[str], str]) -> Mailbox:
     """``name <address>``, ``address (comment)`` or a bare address, read leniently."""
     start = _outside_quotes(item, "<")
     if start >= 0:
         end = item.find(">", start)
-        address = item[start + 1 : end if end >= 0 else len(item)]
-        address = _ROUTE.sub("", "".join(address.split()))
+        address = _address(item[start + 1 : end if end >= 0 else len(item)])
         name = item[:start] + (item[end + 1 :] if end >= 0 else "")
-        return Mailbox(_name(name, decode), address)
+        return Mailbox(_name(name, decode), address, bracketed=True)
     comments = re.findall(r"\(([^()]*)\)", item)
-    address = "".join(re.sub(r"\([^()]*\)", " ", item).split())
-    return Mailbox(_name(" ".join(comments), decode), address)
+    if len(_without_comments(item).split()) > 1 and "@" not in item:
+        return Mailbox(_name(item, decode), "")  # a phrase without an address
+    return Mailbox(_name(" ".join(comments), decode), _address(item))
+
+
+def _address(text: str) -> str:
+    """An addr-spec without comments, route and folding blanks; a quoted local part as is."""
+    text = _without_comments(text).strip()
+    return text if '"' in text else _ROUTE.sub("", "".join(text.split()))
+
+
+def _without_comments(text: str) -> str:
+    return re.sub(r"\([^()]*\)", " ", text)
 
 
 def _outside_quotes(text: str, wanted: str) -> int:

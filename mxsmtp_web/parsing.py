@@ -313,14 +313,15 @@ def _addresses(
     try:
         fields = msg.get_all(name, [])
         strict = [a for h in fields for a in h.addresses]
-        sound = not any(h.defects for h in fields) and all("@" in a.addr_spec for a in strict)
+        sound = not any(h.defects for h in fields)
     except Exception as exc:  # the address parser has raised on odd input before
         walk.note(f"{name} header could not be parsed ({type(exc).__name__})")
         strict, sound = [], False
-    if sound and not any("=?" in value for value in raw_values):
-        return tuple(dict.fromkeys(_repair(str(a)) for a in strict))
-    mailboxes = addresses.read_mailboxes(raw_values, lambda text: _decode_header(text, walk))
-    return tuple(dict.fromkeys(_repair(m.display()) for m in mailboxes))
+    if not sound or any("=?" in value for value in raw_values):
+        lenient = addresses.read_mailboxes(raw_values, lambda text: _decode_header(text, walk))
+        if any(mailbox.usable for mailbox in lenient):
+            return tuple(dict.fromkeys(_repair(m.display()) for m in lenient if m.usable))
+    return tuple(dict.fromkeys(_repair(str(a)) for a in strict))
 
 
 def _addresses_fallback(values: list[str]) -> tuple[str, ...]:
