@@ -527,8 +527,36 @@ def _email_decoded(part: Message, encoded: bytes) -> Decoded:
 def _body_text(part: Message, walk: _Walk) -> str:
     ctype = _content_type(part)
     charset = _header_safe(part.get_content_charset, walk)
-    text = _decode_bytes(_payload_bytes(part, walk).data, charset, walk, f"{ctype} body")
+    data = _payload_bytes(part, walk).data
+    if _mislabelled_base64(part, charset):
+        walk.note(f"{ctype} body: labelled base64 but written as text; shown undecoded")
+        data = _raw_payload(part)
+    text = _decode_bytes(data, charset, walk, f"{ctype} body")
     return text.replace("\r\n", "\n")
+
+
+def _mislabelled_base64(part: Message, charset: str | None) -> bool:
+    """A text part labelled base64 but written as text (enmime's "Malformed Base64"): its
+    body is full of what base64 never holds (blanks inside lines, punctuation), and it
+    reads as text in its charset. Damaged base64 with a stray character stays decoded."""
+    if transfer.transfer_encoding(part.get("content-transfer-encoding")) != "base64":
+        return False
+    raw = _raw_payload(part)
+    foreign = len(_NOT_BASE64_TEXT.sub(b"", raw[:4096]))
+    return foreign * 50 > min(len(raw), 4096) and _is_text(raw, charset)
+
+
+_NOT_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\r\n]+")
+
+
+def _is_text(data: bytes, charset: str | None) -> bool:
+    for codec in charsets.codecs_for(charset) or ["utf-8"]:
+        try:
+            charsets.decode(data, codec)
+        except (UnicodeDecodeError, LookupError, ValueError):
+            continue
+        return True
+    return False
 
 
 def _enclosed_message(part: Message, walk: _Walk) -> ParsedPart:

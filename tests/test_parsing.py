@@ -620,3 +620,15 @@ def test_the_raw_payload_is_read_as_the_parser_stored_it():
     )
     (part,) = parse_message(raw).attachments
     assert part.data == b"\xff\xfe\x80raw"
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "iso-8859-1"])
+def test_text_labelled_base64_but_written_plain_is_shown_as_written(charset: str):
+    words = "ploozdect  nispplul swunkglap zarplontruskdremp fruftsist\r\n" * 3
+    raw = (
+        f"Subject: x\r\nContent-Type: text/plain; charset={charset}\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{words}"
+    ).encode()
+    mail = parse_message(raw)
+    assert mail.text == words.replace("\r\n", "\n")
+    assert "text/plain body: labelled base64 but written as text; shown undecoded" in mail.defects
