@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email import message_from_bytes, policy
-from email.message import Message
 from html.parser import HTMLParser
 from typing import Literal
 
 from mailparser_reply.parser import EmailMessage
 
+from .bounces import BounceInfo as BounceInfo  # re-exported: callers import it here
+from .bounces import find_bounce
 from .parsing import ParsedMail
 
 KindName = Literal["reply", "auto_reply", "bounce", "message"]
@@ -51,17 +51,6 @@ _REPLY_SUBJECT = re.compile(
     r"^\s*(?:re|aw|sv|antw|antwort|r[ée]f|rif|vs|odp)\s*(?:\[\d+\]|\(\d+\))?\s*:",
     re.IGNORECASE,
 )
-
-
-@dataclass(frozen=True)
-class BounceInfo:
-    """The first failed recipient of a delivery status notification, as the MTA reported it:
-    `recipient` without its ``rfc822;`` type, `status` like ``5.1.1``, `diagnostic` the
-    remote server's answer without its ``smtp;`` type. Any of them may be None."""
-
-    recipient: str | None
-    status: str | None
-    diagnostic: str | None
 
 
 @dataclass(frozen=True)
@@ -126,59 +115,9 @@ def _auto_reply_reason(parsed: ParsedMail) -> str | None:
 
 
 def _bounce(parsed: ParsedMail, raw: bytes) -> Kind | None:
-    """A DSN (RFC 3464 in a RFC 6522 multipart/report), or Exim's X-Failed-Recipients."""
-    try:
-        message = message_from_bytes(raw, policy=policy.compat32)
-        if _is_delivery_report(message):
-            return Kind("bounce", "delivery status notification", _delivery_status(message))
-    except Exception:  # malformed MIME: it is then not a DSN we can read
-        pass
-    failed = _header(parsed, "x-failed-recipients")
-    if failed:
-        recipient = failed.split(",")[0].strip() or None
-        return Kind("bounce", "X-Failed-Recipients", BounceInfo(recipient, None, None))
-    return None
-
-
-def _is_delivery_report(message: Message) -> bool:
-    report_type = (message.get_param("report-type") or "").lower()
-    return message.get_content_type() == "multipart/report" and report_type == "delivery-status"
-
-
-def _delivery_status(message: Message) -> BounceInfo:
-    """The first recipient block that failed (else the first one) of the delivery-status."""
-    blocks = [
-        block
-        for part in message.walk()
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
-        for block in _status_blocks(part)
-    ]
-    recipients = [b for b in blocks if b.get("final-recipient") or b.get("original-recipient")]
-    failed = [b for b in recipients if str(b.get("action", "")).strip().lower() == "failed"]
-    block = (failed or recipients or [None])[0]
-    if block is None:
-        return BounceInfo(None, None, None)
-    recipient = _typed_value(block.get("original-recipient") or block.get("final-recipient"))
-    return BounceInfo(
-        recipient=recipient,
-        status=_typed_value(block.get("status"), typed=False),
-        diagnostic=_typed_value(block.get("diagnostic-code")),
-    )
-
-
-def _status_blocks(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [block for block in payload if isinstance(block, Message)]
-    return []
-
-
-def _typed_value(value: object, typed: bool = True) -> str | None:
-    """``rfc822; a@b`` -> ``a@b`` and ``smtp; 550 ...`` -> ``550 ...``, unfolded."""
-    text = " ".join(str(value or "").split())
-    if typed and ";" in text:
-        text = text.split(";", 1)[1].strip()
-    return text or None
+    """Any bounce: RFC 3464 DSNs and the plain-text formats flufl.bounce knows (bounces.py)."""
+    bounce = find_bounce(parsed, raw)
+    return Kind("bounce", bounce.reason, bounce.info) if bounce is not None else None
 
 
 # --- the new text of a reply --------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Bounces in every format mxsmtp understands, and mail that must not pass for one.
+
+The samples under tests/data/bounces/ are written by hand after what each MTA sends: one per
+format family flufl.bounce knows (qmail, Exim with and without X-Failed-Recipients, Postfix
+before DSNs, Sendmail, old Exchange, Yahoo, AOL, a SimpleMatch pattern, an Exim delay
+warning), RFC 3464 reports written loosely (``Field :``, folding without indent, no blank
+line between recipients, no report-type, base64, fields in a text part, bare CR line ends),
+a report that states no code, and negatives named ``not_*``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from mxsmtp_web import bounces
+from mxsmtp_web.bounces import BounceInfo, find_bounce
+from mxsmtp_web.conversation import classify
+from mxsmtp_web.parsing import ParsedMail, parse_message
+
+DATA = Path(__file__).parent / "data"
+SAMPLES = DATA / "bounces"
+
+
+def load(name: str) -> tuple[ParsedMail, bytes]:
+    raw = (SAMPLES / name).read_bytes()
+    return parse_message(raw), raw
+
+
+#: sample -> (recipient, status, start of the diagnostic). None where the message says none.
+BOUNCES = {
+    "qmail.eml": ("ana.lima@example.org", "5.1.1", "Remote host said: 550 5.1.1"),
+    "exim.eml": ("jonas.berg@example.org", "5.2.2", "552 5.2.2 <jonas.berg@example.org>"),
+    "exim_without_header.eml": ("lea.roux@example.fr", "5.0.0", "host mx.example.fr"),
+    "postfix_plain.eml": ("piet@example.nl", "5.7.1", "<piet@example.nl>: host mx.example.nl"),
+    "sendmail.eml": ("kim@example.edu", "5.0.0", "550 <kim@example.edu>... User unknown"),
+    "exchange_old.eml": ("chris.doe@example.org", None, "The recipient name is not recognized"),
+    "yahoo.eml": ("mia.keller@example.de", "5.7.9", "Remote host said: 554 5.7.9"),
+    "aol.eml": ("sunnyday4242@aol.com", None, None),
+    "simplematch.eml": ("omar@example.net", "5.1.2", "Reason: Remote host said: 550 5.1.2"),
+    "delay_warning.eml": ("tom@slow.example.org", "4.3.0", "451 4.3.0 Temporary local"),
+    "dsn_sloppy.eml": ("first@example.org", "5.2.2", "552 5.2.2 <first@example.org>: mailbox"),
+    "dsn_bare_cr.eml": ("yuki@example.jp", "5.1.1", "550 5.1.1 <yuki@example.jp>"),
+    "dsn_base64.eml": ("sam@example.com", "5.4.1", "550 5.4.1 Recipient address rejected"),
+    "dsn_fields_in_text.eml": ("noor@example.org", "5.1.1", "550 5.1.1 <noor@example.org>"),
+    "no_code.eml": ("hana@example.co.jp", None, "Unknown user: hana@example.co.jp"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNCES))
+def test_each_format_gives_recipient_and_status(name: str) -> None:
+    parsed, raw = load(name)
+    kind = classify(parsed, raw)
+    recipient, status, diagnostic = BOUNCES[name]
+    assert kind.kind == "bounce", kind.reason
+    assert kind.bounce is not None
+    assert (kind.bounce.recipient, kind.bounce.status) == (recipient, status)
+    if diagnostic is None:
+        assert kind.bounce.diagnostic is None
+    else:
+        assert (kind.bounce.diagnostic or "").startswith(diagnostic)
+
+
+def test_plain_text_formats_are_read_by_flufl_bounce() -> None:
+    """These carry no DSN fields: without flufl.bounce they would not be bounces."""
+    for name in ("qmail.eml", "postfix_plain.eml", "sendmail.eml", "exchange_old.eml",
+                 "yahoo.eml", "aol.eml", "simplematch.eml", "exim_without_header.eml"):  # fmt: skip
+        parsed, raw = load(name)
+        assert classify(parsed, raw).reason == "bounce found by flufl.bounce", name
+
+
+def test_sloppy_dsn_keeps_the_whole_folded_diagnostic() -> None:
+    parsed, raw = load("dsn_sloppy.eml")
+    bounce = classify(parsed, raw).bounce
+    assert bounce == BounceInfo(
+        "first@example.org",
+        "5.2.2",
+        "552 5.2.2 <first@example.org>: mailbox is full, try again later",
+    )
+
+
+def test_a_failed_recipient_wins_over_a_delayed_one() -> None:
+    raw = (SAMPLES / "dsn_sloppy.eml").read_bytes()
+    delayed_first = raw.replace(b"action : failed", b"action : delayed", 1)
+    delayed_first = delayed_first.replace(b"Action : delayed", b"Action : failed", 1)
+    bounce = classify(parse_message(delayed_first), delayed_first).bounce
+    assert bounce is not None
+    assert (bounce.recipient, bounce.status) == ("second@example.org", "4.4.1")
+
+
+def test_bare_cr_sample_has_no_line_feed() -> None:
+    raw = (SAMPLES / "dsn_bare_cr.eml").read_bytes()
+    assert b"\n" not in raw and raw.count(b"\r") > 20
+
+
+def test_delays_are_bounces_with_a_transient_status() -> None:
+    parsed, raw = load("delay_warning.eml")
+    kind = classify(parsed, raw)
+    assert kind.kind == "bounce" and "transient failure" in kind.reason
+    dsn = _dsn("Action: delayed\nStatus: 4.4.7\n")
+    kind = classify(parse_message(dsn), dsn)
+    assert (kind.kind, kind.bounce) == ("bounce", BounceInfo("pat@example.org", "4.4.7", None))
+    assert kind.reason == "delivery status notification (delayed)"
+
+
+def test_a_class_only_status_yields_to_the_servers_code() -> None:
+    dsn = _dsn("Action: failed\nStatus: 5.0.0\nDiagnostic-Code: smtp; 550 5.1.1 No such user\n")
+    assert classify(parse_message(dsn), dsn).bounce == BounceInfo(
+        "pat@example.org", "5.1.1", "550 5.1.1 No such user"
+    )
+
+
+def test_a_basic_reply_code_gives_its_class() -> None:
+    dsn = _dsn("Action: failed\nDiagnostic-Code: smtp; 554 Service unavailable\n")
+    bounce = classify(parse_message(dsn), dsn).bounce
+    assert bounce is not None and bounce.status == "5.0.0"
+
+
+def test_a_report_without_report_type_is_read() -> None:
+    dsn = _dsn("Action: failed\nStatus: 5.1.1\n").replace(b"report-type=delivery-status; ", b"")
+    kind = classify(parse_message(dsn), dsn)
+    assert (kind.kind, kind.bounce) == ("bounce", BounceInfo("pat@example.org", "5.1.1", None))
+
+
+def test_version_numbers_and_ip_addresses_are_no_status() -> None:
+    raw = (
+        b"Return-Path: <>\nFrom: MAILER-DAEMON@relay.example.net\nTo: b@mx.example.com\n"
+        b"Subject: Undelivered Mail\n\nRelay 192.5.1.1 running mta-5.5.0-3 (sendmail 8.14.9)\n"
+        b"could not deliver your message to <pat@example.org>.\n"
+    )
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce is not None and (bounce.recipient, bounce.status) == ("pat@example.org", None)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("not_auto_reply.eml", "auto_reply"),
+        ("not_reply_quoting_bounce.eml", "reply"),
+        ("not_feedback_report.eml", "message"),
+        ("not_success_dsn.eml", "message"),
+        ("not_newsletter_bounce_word.eml", "message"),
+    ],
+)
+def test_negatives_are_no_bounce(name: str, kind: str) -> None:
+    parsed, raw = load(name)
+    assert (classify(parsed, raw).kind, find_bounce(parsed, raw)) == (kind, None)
+
+
+def test_no_other_sample_is_a_bounce() -> None:
+    """Replies, auto-replies and ordinary mail of the other tests; only the two DSNs among
+    the reply samples are bounces."""
+    for path in sorted(DATA.glob("*.eml")) + sorted((DATA / "replies").glob("*.eml")):
+        raw = path.read_bytes()
+        kind = classify(parse_message(raw), raw).kind
+        assert (kind == "bounce") == path.name.endswith("_dsn.eml"), path.name
+
+
+def test_ordinary_mail_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cheap look at the headers keeps ordinary mail away from the readers."""
+
+    def fail(raw: bytes) -> None:
+        raise AssertionError("read as a bounce")
+
+    monkeypatch.setattr(bounces, "_message", fail)
+    for name in ("gmail_en.eml", "outlook_desktop_en.eml", "new_message.eml"):
+        raw = (DATA / "replies" / name).read_bytes()
+        assert bounces.bounce_signal(parse_message(raw)) is None
+        assert classify(parse_message(raw), raw).kind in ("reply", "message")
+
+
+def test_a_failing_library_is_no_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(message: object) -> None:
+        raise UnicodeDecodeError("ascii", b"\xff", 0, 1, "odd input")
+
+    monkeypatch.setattr(bounces, "_all_failures", broken)
+    parsed, raw = load("qmail.eml")
+    kind = classify(parsed, raw)  # the mail system's failure notice is still a bounce
+    assert kind.kind == "bounce"
+    assert kind.bounce is not None and kind.bounce.recipient == "ana.lima@example.org"
+    parsed, raw = load("dsn_sloppy.eml")
+    assert classify(parsed, raw).bounce == BounceInfo(
+        "first@example.org",
+        "5.2.2",
+        "552 5.2.2 <first@example.org>: mailbox is full, try again later",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"From: MAILER-DAEMON@x\nSubject: failure notice\n\n\xff\xfe\x00<a@b>:",
+        b"Content-Type: message/delivery-status\n\nFinal-Recipient: ;;;\nStatus: 9.9.9.9",
+        b"Return-Path: <>\nContent-Type: multipart/report; boundary=x\n\n--x\n--x--\n--x",
+        b"From: postmaster@x\nSubject: Undeliverable\n\n" + b"<a@b>: " * 5000,
+    ],
+)
+def test_odd_input_never_raises(raw: bytes) -> None:
+    parsed = parse_message(raw)
+    assert classify(parsed, raw).kind in ("bounce", "message")
+
+
+def test_a_large_returned_message_is_read_quickly() -> None:
+    parsed, raw = load("qmail.eml")
+    big = raw + (b"x" * 998 + b"\n") * 5000  # a 5 MB copy of the message below the report
+    started = time.perf_counter()
+    kind = classify(parse_message(big), big)
+    assert kind.bounce is not None and kind.bounce.recipient == "ana.lima@example.org"
+    assert time.perf_counter() - started < 2.0
+
+
+def _dsn(recipient_fields: str) -> bytes:
+    """A minimal RFC 3464 report for pat@example.org with the given fields."""
+    return (
+        "Return-Path: <>\nFrom: MAILER-DAEMON@mail.example.net\nTo: b@mx.example.com\n"
+        "Subject: Delivery Status Notification\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nSee below.\n\n"
+        "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.net\n\n"
+        f"Final-Recipient: rfc822; pat@example.org\n{recipient_fields}\n--b--\n"
+    ).encode()
