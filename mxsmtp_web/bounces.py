@@ -450,7 +450,7 @@ def _failed_recipient(parsed: ParsedMail, raw: bytes, text: str) -> tuple[str | 
     Exim's X-Failed-Recipients, else flufl.bounce's detectors."""
     failed = _addresses(_header(parsed, "x-failed-recipients") or "")
     if failed:
-        return failed[0], "X-Failed-Recipients"
+        return _as_written(failed[0], text), "X-Failed-Recipients"
     temporary, permanent = _flufl_failures(raw)
     if permanent:
         return _first_mentioned(permanent, text), "bounce found by flufl.bounce"
@@ -488,7 +488,15 @@ def _first_mentioned(addresses: list[str], text: str) -> str:
     """Of several failed recipients, the one the notification names first."""
     lowered = text.lower()
     positions = {a: lowered.find(a.lower()) for a in addresses}
-    return min(addresses, key=lambda a: (positions[a] < 0, positions[a], a))
+    return _as_written(min(addresses, key=lambda a: (positions[a] < 0, positions[a], a)), text)
+
+
+def _as_written(address: str, text: str) -> str:
+    """Where the failed address is one a recipient forwarded to (Exim: "x@y (generated
+    from a@b)"), the address the application wrote, as with a DSN's Original-Recipient."""
+    pattern = re.escape(address) + r">?\s*\(generated from\s+<?([^\s<>()]+@[^\s<>()]+?)>?\)"
+    generated = re.search(pattern, text[:MAX_TEXT_CHARS], re.IGNORECASE)
+    return generated.group(1) if generated else address
 
 
 def _recipient_in_text(parsed: ParsedMail, message: Message, text: str) -> str | None:

@@ -222,3 +222,21 @@ def _dsn(recipient_fields: str) -> bytes:
         "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mail.example.net\n\n"
         f"Final-Recipient: rfc822; pat@example.org\n{recipient_fields}\n--b--\n"
     ).encode()
+
+
+@pytest.mark.parametrize("header", ["", "X-Failed-Recipients: lea@forward.example.net\n"])
+def test_a_forwarded_recipient_is_reported_as_the_application_wrote_it(header: str) -> None:
+    raw = (
+        f"Return-path: <>\n{header}From: Mail Delivery System <Mailer-Daemon@mx.example.net>\n"
+        "To: bounces+7f3a@mx.example.com\nSubject: Mail delivery failed\n\n"
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        "  lea@forward.example.net\n    (generated from lea.roux@example.fr)\n"
+        "    SMTP error from remote mail server after end of data:\n"
+        "    host mx.forward.example.net [192.0.2.93]: 550 5.7.1 Rejected as spam\n\n"
+        "------ This is a copy of the message, including all the headers. ------\n"
+    ).encode()
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce is not None
+    assert (bounce.recipient, bounce.status) == ("lea.roux@example.fr", "5.7.1")
