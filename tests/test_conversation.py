@@ -1,8 +1,10 @@
 """Conversation facts from real-shaped mail: the kind, the new text of a reply, the parents.
 
 The samples under tests/data/replies/ follow what each client sends: Gmail, Outlook desktop
-and web, Apple Mail, Thunderbird, iPhone and Android, in English, German, French, Spanish and
-Dutch; an Exchange out-of-office, a Gmail vacation responder, a Postfix and an Exchange DSN.
+and web, Apple Mail, Thunderbird, Mutt, iPhone and Android, in English, German, French, Spanish,
+Dutch, Russian, Italian, Portuguese, Polish, Swedish, Japanese and Chinese, answered on top,
+below the quote (Thunderbird's default) or between quotes; an Exchange out-of-office, a Gmail
+vacation responder, a Mailman digest, a Postfix and an Exchange DSN.
 """
 
 from __future__ import annotations
@@ -43,6 +45,32 @@ REPLIES = {
     "thunderbird_de.eml": "Der Export ist vollständig, danke.",
     "iphone_en.eml": "Done, thanks",
     "iphone_fr.eml": "C'est noté, à jeudi 14 h.",
+    # Answered below the quote, whose own quote has an attribution line ("> On ... wrote:").
+    "thunderbird_bottom_post_en.eml": (
+        "Thanks, that explains the 429s.\n\n"
+        "Could you raise the limit to 100 requests per second for the nightly sync?"
+    ),
+    # Answered between the quotes: the greeting, then each answer; a wrapped quote line is
+    # no answer.
+    "interleaved_en.eml": (
+        "Hi Sam,\n\nVersion 4.2.1 on Windows 11.\n\nNo, only in the desktop app.\n\n"
+        "Attached: crash-2025-01-06.log"
+    ),
+    "thunderbird_ru.eml": "Спасибо, новый пароль подошёл.",  # "... пишет:"
+    "gmail_ru.eml": "Курьер приехал, всё в порядке.",  # "пн, 6 янв. 2025 г. в 10:15, ... <...>:"
+    "outlook_desktop_ru.eml": (  # "-----Исходное сообщение-----", "От:", "Отправлено:"
+        "Добрый день!\n\nПодтверждаю участие двух сотрудников.\n\n"
+        "Наталья Кузнецова\nООО «Фирма» | +7 495 000-00-00"
+    ),
+    "gmail_it.eml": "Perfetto, la fattura è arrivata. Grazie mille!",  # "Il giorno ..."
+    "outlook_desktop_it.eml": "Buongiorno,\n\nconfermo il rinnovo per altri due anni.",
+    "gmail_pt.eml": "Pode mudar para o plano anual, por favor.",  # "Em ...\nescreveu:"
+    "thunderbird_pl.eml": "ul. Długa 5, 00-238 Warszawa.",  # "W dniu ... pisze:", below
+    "outlook_desktop_pl.eml": "Dzień dobry,\n\nproszę o fakturę korygującą na 3 licencje.",
+    "gmail_sv.eml": "Nu fungerar det igen!",  # "Den mån ... skrev ...:"
+    "apple_mail_sv.eml": "Paketet kom fram i dag, tack.",  # "> 6 jan. 2025 kl. 10:15 skrev"
+    "thunderbird_ja.eml": "ログインできました。ありがとうございます。",  # "... さんは書きました:"
+    "gmail_zh.eml": "发票已经收到，谢谢！",  # "... 于2025年1月6日周一 10:15写道："
 }
 
 
@@ -77,6 +105,14 @@ def test_exchange_out_of_office_is_an_auto_reply() -> None:
     kind = classify(parsed, raw)
     assert (kind.kind, kind.bounce) == ("auto_reply", None)
     assert kind.reason == "Auto-Submitted: auto-generated"
+
+
+def test_mailman_digest_with_two_precedence_headers_is_an_auto_reply() -> None:
+    parsed, raw = load("mailman_digest.eml")
+    values = [value for key, value in parsed.headers if key.lower() == "precedence"]
+    assert values == ["list", "bulk"]  # the first one alone says "message"
+    kind = classify(parsed, raw)
+    assert (kind.kind, kind.reason) == ("auto_reply", "Precedence: bulk")
 
 
 def test_gmail_vacation_is_an_auto_reply_although_it_answers_a_message() -> None:
@@ -143,6 +179,9 @@ def mail(headers: str, body: str = "Hello\n") -> tuple[ParsedMail, bytes]:
         ("Subject: Hello\nPrecedence: junk", "auto_reply"),
         ("Subject: Re: Hello\nPrecedence: auto_reply", "auto_reply"),
         ("Subject: Hello\nPrecedence: list", "message"),
+        ("Subject: Hello\nPrecedence: list\nPrecedence: bulk", "auto_reply"),
+        ("Subject: Hello\nPrecedence: list\nPrecedence: List", "message"),
+        ("Subject: Hello\nAuto-Submitted: no\nAuto-Submitted: auto-generated", "auto_reply"),
         ("Subject: Out of Office: Hello", "auto_reply"),
         ("Subject: Automatic reply: Hello", "auto_reply"),
         ("Subject: Abwesenheitsnotiz: Hallo", "auto_reply"),
@@ -218,9 +257,127 @@ def test_signature_dashes_and_closings_are_cut() -> None:
     assert reply_text("Passt.\n\nLG\nJonas", None) == "Passt."
 
 
-def test_inline_answers_stay_and_the_quoted_tail_goes() -> None:
+def test_inline_answers_without_the_quotes() -> None:
     text = "> Which day?\nThursday.\n\n> Which time?\nNine.\n\n> Thanks\n> Support"
-    assert reply_text(text, None) == "> Which day?\nThursday.\n\n> Which time?\nNine."
+    assert reply_text(text, None) == "Thursday.\n\nNine."
+    greeted = "Hi,\n\nOn Mon, 6 Jan 2025, Bob wrote:\n> Which day?\nThursday.\n> Why?\nBecause."
+    assert reply_text(greeted, None) == "Hi,\n\nThursday.\n\nBecause."
+
+
+def test_bottom_posted_answers_below_the_quote() -> None:
+    assert reply_text("On Mon, 6 Jan 2025, Bob wrote:\n> Hi\nHello", None) == "Hello"
+    unattributed = "> one\n> two\n>\n> three\n\nAgreed.\n\n-- \nJane"
+    assert reply_text(unattributed, None) == "Agreed."
+    wrapped = (
+        "On Mon, 6 Jan 2025, Bob wrote:\n"
+        "> Which day would suit you and your whole team best during the week\n"
+        "of the holidays.\n"  # the client wrapped the quoted line: no answer
+        "> See the plan (attached as\n<https://example.com/plans/holidays-2025.pdf>)\n"
+        "> Bob\n\nthursday, if possible."
+    )
+    assert reply_text(wrapped, None) == "thursday, if possible."
+    answered = "On Mon, 6 Jan 2025, Bob wrote:\n> Which day would suit you and your team best?\n"
+    assert reply_text(answered + "thursday.\n> Bob", None) == "thursday."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello,\n\nno quote at all here.\nData: 2025-01-06, rows 10-20\nDo: run it again\n\nJane",
+        "Run this:\n> npm install\nand then restart.\n\nJane",
+        "Try:\n> cd build\n> make\nIt fails at link time.",
+        ">>> import json\n>>> json.loads('[1]')\n[1]\n>>> json.loads('{}')\n{}\nWorks for me.",
+        ">From the start it failed.\nNow it works.",
+        "As Knuth wrote:\nPremature optimization is the root of all evil.",
+        "Иван написал:\nвсё работает.",
+        "Karin skrev:\ndet fungerar nu.",
+        "Urlop:\nOd: 6.01.2025\nDo: 10.01.2025\n\nAnna",
+    ],
+)
+def test_text_that_only_looks_like_history_stays(text: str) -> None:
+    assert reply_text(text, None) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # a list footer below the quote of a top-posted reply
+            "Sure, Thursday works.\n\nOn Mon, 6 Jan 2025, Bob <bob@example.org> wrote:\n"
+            "> Does Thursday work?\n\n-- \nYou received this message because you are "
+            'subscribed to the Google Groups "ops" group.',
+            "Sure, Thursday works.",
+        ),
+        ("Sure.\n\n> a\n> b\n> c\n\n=========\nACME Corp | +1 555 0100", "Sure."),
+        (  # the quote is in the signature of a top-posted reply
+            "Fine by me.\n\n-- \nJane\n> one\n> two\n> three\nACME Corp",
+            "Fine by me.",
+        ),
+        (  # old answers between quotes below an Outlook header: all history
+            "Done.\n\nFrom: Bob <bob@example.org>\nSent: Monday, 6 January 2025 10:15\n"
+            "To: Jane\nSubject: RE: Plan\n\nSee inline.\n> q1\n> q2\na1\n> q3\na2",
+            "Done.",
+        ),
+        (
+            "FYI, see below.\n\n---------- Forwarded message ---------\n"
+            "From: Bob <bob@example.org>\nDate: Mon, 6 Jan 2025\nSubject: Plan\nTo: Jane\n\n"
+            "Old text.\n> q1\n> q2\n> q3\nOld answer.",
+            "FYI, see below.",
+        ),
+        ("Begin forwarded message:\n\nFrom: Bob <bob@example.org>\nSubject: Plan\n\nx", ""),
+    ],
+)
+def test_top_posted_replies_and_forwards_keep_the_text_on_top(text: str, expected: str) -> None:
+    assert reply_text(text, None) == expected
+
+
+@pytest.mark.parametrize(
+    "attribution",
+    [
+        "06.01.2025 10:15, Support Team пишет:",
+        "6 янв. 2025 г., в 10:15, Support Team <support@example.com> написал(а):",
+        '06.01.2025 14:20 пользователь "Support" <\nsupport@example.com> написал:',
+        "пн, 6 янв. 2025 г. в 10:15, Support Team <support@example.com>:",
+        "Il 06/01/2025 10:15, Support Team ha scritto:",
+        "Em 06/01/2025 10:15, Support Team escreveu:",
+        "Support Team <support@example.com> escreveu no dia segunda, 6/01/2025 à(s) 10:15:",
+        "W dniu 6.01.2025 o 10:15, Support Team pisze:",
+        "pon., 6 sty 2025 o 10:15 Support Team <support@example.com> napisał(a):",
+        "Wiadomość napisana przez Support Team <support@example.com> w dniu 06.01.2025, "
+        "o godz. 10:15:",
+        "Den 2025-01-06 kl. 10:15, skrev Support Team:",
+        "Support Team skrev:",
+        "2025年1月6日(月) 10:15 Support Team <support@example.com>:",
+        "2025/01/06 10:15、Support Team <support@example.com>のメール:",
+        "Support Team さんは書きました:",
+        "在 2025年1月6日，上午10:15，Support Team <support@example.com> 写道：",
+        "Support Team <support@example.com> 於 2025年1月6日 週一 上午10:15寫道：",
+        "--- On Mon, 1/6/25, Support Team <support@example.com> wrote:",
+        "At 10:15 06.01.2025, Support Team wrote:",
+        "Support Team <support@example.com> wrote:",
+        "Quoting Support Team <support@example.com>:",
+    ],
+)
+def test_attribution_lines_in_more_languages(attribution: str) -> None:
+    assert reply_text(f"Answer.\n\n{attribution}\n> old text\n> more", None) == "Answer."
+    bottom = f"{attribution}\n> old text\n\nAnswer.\n"
+    assert reply_text(bottom, None) == "Answer."
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "-----Исходное сообщение-----\nОт: Support\nОтправлено: 6 января 2025 г.\nКому: Иван",
+        "Od: Support <s@example.com>\nWysłano: 6 stycznia 2025\nDo: Anna\nTemat: Faktura",
+        "De: Support <s@example.com>\nEnviado: segunda-feira\nPara: João\nAssunto: Plano",
+        "差出人: Support <s@example.com>\n送信日時: 2025年1月6日 10:15\n宛先: 山田\n件名: 注文",
+        "寄件者：Support <s@example.com>\n寄件日期：2025年1月6日 10:15\n收件者：王\n主旨：發票",
+        "------------------ 原始邮件 ------------------\n发件人: Support\n发送时间: 2025年1月6日",
+        "-----Ursprüngliche Nachricht-----\nVon: Support\nGesendet: Montag\nAn: Hans",
+        "-------- Original message --------\nFrom: Support\nDate: 06/01/2025 10:15",
+    ],
+)
+def test_history_headers_in_more_languages(header: str) -> None:
+    assert reply_text(f"Answer.\n\n{header}\n\nOld text.", None) == "Answer."
 
 
 def test_wrapped_attribution_lines() -> None:
@@ -244,8 +401,28 @@ def test_html_to_text_drops_scripts_styles_and_quotes() -> None:
     assert html_to_text("<div><b>unclosed") == "unclosed"
 
 
+def test_html_answers_below_a_leading_quote() -> None:
+    html = (
+        '<div class="moz-cite-prefix">On Mon, Bob wrote:</div><blockquote type="cite">'
+        "<div>q1</div><blockquote>older</blockquote></blockquote><p>a1</p>"
+        "<blockquote>q2</blockquote><p>a2</p>"
+    )
+    assert html_to_text(html) == "a1\n\na2"
+    outlook = '<div id="divRplyFwdMsg">From: Bob</div><div>history</div>'
+    assert html_to_text(outlook) == ""  # Outlook's history follows its mark, not inside
+
+
 def test_hostile_bodies_stay_fast() -> None:
-    lines = ["On " + "a " * 57 + ":\n", "Op " + "a " * 57 + "\nb:\n", "x" * 5000 + "\n"]
+    lines = [
+        "On " + "a " * 57 + ":\n",
+        "Op " + "a " * 57 + "\nb:\n",
+        "x" * 5000 + "\n",
+        "Il " + "a " * 400 + "ha scritto\n",
+        "Fredrik " + "a " * 40 + "skrev " + "b " * 400 + "\n",
+        "2025年1月6日(月) 10:15 " + "a <b> " * 150 + "\n",
+        "> a\nb\n",
+        "x wrote:\n> y\n",
+    ]
     for line in lines:
         body = line * (200_000 // len(line))
         started = time.perf_counter()
