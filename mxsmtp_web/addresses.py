@@ -63,7 +63,7 @@ def read_mailboxes(values: Iterable[str], decode: Callable[[str], str]) -> list[
 
 def _members(value: str) -> str:
     """The member list of a group ("Team: a@x, b@y;"), or `value` when it is no group."""
-    match = _GROUP.match(value)
+    match = _GROUP.match(_without_comments(value) if "(" in value else value)
     if match and "<" not in match.group(1) and "@" not in match.group(1):
         return match.group(2)
     return value
@@ -122,7 +122,7 @@ def _mailbox(item: str, decode: Callable[[str], str]) -> Mailbox:
         address = _address(item[start + 1 : end if end >= 0 else len(item)])
         name = item[:start] + (item[end + 1 :] if end >= 0 else "")
         return Mailbox(_name(name, decode), address, bracketed=True)
-    comments = re.findall(r"\(([^()]*)\)", item)
+    comments = _comments(item)[1]
     if len(_without_comments(item).split()) > 1 and "@" not in item:
         return Mailbox(_name(item, decode), "")  # a phrase without an address
     return Mailbox(_name(" ".join(comments), decode), _address(item))
@@ -135,7 +135,40 @@ def _address(text: str) -> str:
 
 
 def _without_comments(text: str) -> str:
-    return re.sub(r"\([^()]*\)", " ", text)
+    return _comments(text)[0]
+
+
+def _comments(text: str) -> tuple[str, list[str]]:
+    """`text` with its comments (RFC 5322 3.2.2: nested, with quoted-pairs, not inside a
+    quoted string) replaced by a blank, and the outermost comments' contents."""
+    rest, found, current = [], [], []
+    depth, quoted, escaped = 0, False, False
+    for char in text:
+        if escaped:
+            (current if depth else rest).append(char)
+            escaped = False
+        elif char == "\\" and (depth or quoted):
+            escaped = True
+            if not depth:
+                rest.append(char)
+        elif char == '"' and not depth:
+            quoted = not quoted
+            rest.append(char)
+        elif char == "(" and not quoted:
+            depth += 1
+            if depth > 1:
+                current.append(char)
+        elif char == ")" and depth:
+            depth -= 1
+            if depth:
+                current.append(char)
+            else:
+                found.append("".join(current).strip())
+                current = []
+                rest.append(" ")
+        else:
+            (current if depth else rest).append(char)
+    return "".join(rest), found
 
 
 def _outside_quotes(text: str, wanted: str) -> int:
@@ -154,7 +187,7 @@ def _outside_quotes(text: str, wanted: str) -> int:
 
 def _name(text: str, decode: Callable[[str], str]) -> str:
     """A display name: quotes removed (RFC 5322 3.2.4), encoded words decoded."""
-    text = re.sub(r"\([^()]*\)", " ", text).strip() or text.strip().strip("()")
+    text = _without_comments(text).strip() or " ".join(_comments(text)[1])
     parts = re.split(r'("(?:[^"\\]|\\.)*")', text)
     unquoted = "".join(
         re.sub(r"\\(.)", r"\1", part[1:-1]) if part.startswith('"') else part for part in parts

@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 #: RFC 5322 4.5.3 obs-optional: a field name, then blanks, then the colon.
 _OBSOLETE_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]+:")
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
-_BAD_FIELD = re.compile(rb"^[^\x00-\x20:]{1,76}:")
+_BARE_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*\r?\n?$")
+_COLON_CONTINUES = re.compile(rb"^[ \t]+:")
+#: Lines after a line that is no field, searched for a field that continues the block.
+_LOOK_AHEAD = 50
 _BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.I)
 _ENCLOSED_TYPE = re.compile(rb"^content-type\s*:\s*message/(?:rfc822|global)\b", re.I | re.M)
 _TRANSFER_ENCODING = re.compile(rb"^content-transfer-encoding\s*:\s*([^\s;]*)", re.I | re.M)
@@ -41,6 +44,7 @@ class _Part:
     boundary: bytes | None  # the delimiter that opened it (None: the message itself)
     header: list[bytes] = field(default_factory=list)
     body_start: int | None = None
+    skip_next: bool = False  # the next line was joined to this one (a name split from ":")
 
 
 def repaired(raw: bytes) -> bytes:
@@ -74,47 +78,88 @@ def enclosed_messages(raw: bytes) -> list[EnclosedMessage]:
 
 
 def _lines(raw: bytes, repair: bool) -> Iterator[tuple[bytes, EnclosedMessage | None]]:
-    """Each line (repaired if asked), with an enclosed message once its body has ended."""
-    boundaries: set[bytes] = set()
+    """Each line (repaired if asked), with an enclosed message once its body has ended.
+    Header lines are held until their block ends, when its boundaries are known."""
+    boundaries: dict[bytes, bytes] = {}  # as declared -> as written into a repaired copy
     part = _Part(None)
     offset = 0
     lines = raw.splitlines(keepends=True)
     for index, line in enumerate(lines):
         start, offset = offset, offset + len(line)
+        if part.skip_next:
+            part.skip_next = False
+            continue
         delimiter = _delimiter(line, boundaries) if line.startswith(b"--") else None
-        if delimiter is not None:
-            boundary, closing = delimiter
-            yield from _end_part(raw, part, boundary, start)
-            yield (_delimiter_line(line, boundary, closing) if repair else line), None
-            part = _Part(None if closing else boundary, body_start=start if closing else None)
-            if not closing and repair and _starts_delimiter(lines, index + 1, boundaries):
-                yield _line_end(line), None  # an empty part: no header, no body
+        if part.body_start is None and delimiter is None:
+            if _in_header(line, lines, index, part, repair):
+                continue
+            yield from _end_header(part, boundaries, repair)
+            part.body_start = offset if not line.strip(b"\r\n") else start
+        if delimiter is None:
+            yield line, None
             continue
         if part.body_start is None:
-            line = _header_line(line, part, offset, boundaries, repair)
-        yield line, None
+            yield from _end_header(part, boundaries, repair)
+            part.body_start = start
+        boundary, closing = delimiter
+        yield from _end_part(raw, part, boundary, start)
+        written = boundaries[boundary] if repair else boundary
+        yield (_delimiter_line(line, written, closing) if repair else line), None
+        part = _Part(None if closing else boundary, body_start=start if closing else None)
+        if not closing and repair and _starts_delimiter(lines, index + 1, boundaries):
+            yield _line_end(line), None  # an empty part: no header, no body
+    if part.body_start is None:
+        yield from _end_header(part, boundaries, repair)
     yield from _end_part(raw, part, None, len(raw))
 
 
-def _header_line(
-    line: bytes, part: _Part, offset: int, boundaries: set[bytes], repair: bool
-) -> bytes:
-    """A line of a header block: the blank line ends it, and so does a line that is not a
-    field (`email` then starts the body there, too)."""
-    blank = not line.strip(b"\r\n")
-    if not blank and (line[:1] in b" \t" or _FIELD.match(line)):
-        if repair:
-            line = _OBSOLETE_FIELD.sub(rb"\1:", line, count=1)
-        part.header.append(line)
-        return line
-    if repair and _BAD_FIELD.match(line):
-        return b""  # not a field (8-bit or control bytes in its name): skipped, as mime4j does
-    header = _UNFOLD.sub(b" ", b"".join(part.header))
+def _in_header(line: bytes, lines: list[bytes], index: int, part: _Part, repair: bool) -> bool:
+    """Whether `line` belongs to the header block being read (kept in `part.header`). The
+    blank line ends it; so does a line that is not a field (`email` starts the body there
+    too), unless fields follow before the blank line: then, in a repaired copy, the line is
+    left out and the block goes on, as mime4j and zbateson read it."""
+    if line[:1] in b" \t" or _FIELD.match(line):
+        part.header.append(_OBSOLETE_FIELD.sub(rb"\1:", line, count=1) if repair else line)
+        return True
+    if not repair or not line.strip(b"\r\n"):
+        return False
+    following = lines[index + 1] if index + 1 < len(lines) else b""
+    name = _BARE_NAME.match(line)
+    if name and _COLON_CONTINUES.match(following):
+        # "From\r\n : <a@x>": a field whose name the sender folded away from its colon
+        part.header.append(name.group(1) + b":" + following.lstrip(b" \t")[1:])
+        part.skip_next = True
+        return True
+    return _fields_follow(lines, index + 1)
+
+
+def _fields_follow(lines: list[bytes], index: int) -> bool:
+    for line in lines[index : index + _LOOK_AHEAD]:
+        if not line.strip(b"\r\n") or line.startswith(b"--"):
+            return False
+        if _FIELD.match(line):
+            return True
+    return False
+
+
+def _end_header(
+    part: _Part, boundaries: dict[bytes, bytes], repair: bool
+) -> Iterator[tuple[bytes, EnclosedMessage | None]]:
+    """Close the header block of `part`: note its boundaries and give its lines out. A
+    boundary that ends in blanks (RFC 2046 5.1.1 forbids it, `email` strips them, mime4j
+    keeps them) is written with underscores instead, in the field and its delimiters."""
+    lines = part.header
+    header = _UNFOLD.sub(b" ", b"".join(lines))
     for match in _BOUNDARY.finditer(header):
-        boundaries.add(match.group(1) or match.group(2))
+        declared = match.group(1) or match.group(2)
+        kept = declared.rstrip(b" \t")
+        written = kept + b"_" * (len(declared) - len(kept))
+        boundaries.setdefault(declared, written)
+        if repair and written != declared:
+            lines = [line.replace(b'"' + declared + b'"', b'"' + written + b'"') for line in lines]
     part.header = [header]
-    part.body_start = offset if blank else offset - len(line)
-    return line
+    for line in lines:
+        yield line, None
 
 
 def _end_part(
@@ -135,7 +180,7 @@ def _end_part(
     yield b"", EnclosedMessage(data, label)
 
 
-def _delimiter(line: bytes, boundaries: set[bytes]) -> tuple[bytes, bool] | None:
+def _delimiter(line: bytes, boundaries: dict[bytes, bytes]) -> tuple[bytes, bool] | None:
     """(boundary, closing) when `line` is a delimiter line of a known boundary."""
     text = line[2:].rstrip(b"\r\n")
     for boundary in boundaries:
@@ -149,7 +194,7 @@ def _delimiter(line: bytes, boundaries: set[bytes]) -> tuple[bytes, bool] | None
     return None
 
 
-def _starts_delimiter(lines: list[bytes], index: int, boundaries: set[bytes]) -> bool:
+def _starts_delimiter(lines: list[bytes], index: int, boundaries: dict[bytes, bytes]) -> bool:
     return index < len(lines) and _delimiter(lines[index], boundaries) is not None
 
 

@@ -306,7 +306,8 @@ def _addresses(
 ) -> tuple[str, ...]:
     """Each address in display form ('Zoë <z@example.org>'), each once over all fields of
     that name. policy.default's reading is kept when it is sound; where it reports a defect,
-    loses an address or meets encoded words, the lenient reader of `addresses` decides."""
+    loses an address or meets encoded words or a comment (``addr (Name)``: policy.default
+    drops the name), the lenient reader of `addresses` decides."""
     raw_values = [value for key, value in msg.raw_items() if key.lower() == name]
     if not raw_values:
         return ()
@@ -317,7 +318,7 @@ def _addresses(
     except Exception as exc:  # the address parser has raised on odd input before
         walk.note(f"{name} header could not be parsed ({type(exc).__name__})")
         strict, sound = [], False
-    if not sound or any("=?" in value for value in raw_values):
+    if not sound or any("=?" in value or "(" in value for value in raw_values):
         lenient = addresses.read_mailboxes(raw_values, lambda text: _decode_header(text, walk))
         if any(mailbox.usable for mailbox in lenient):
             return tuple(dict.fromkeys(_repair(m.display()) for m in lenient if m.usable))
@@ -337,10 +338,22 @@ def _date(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = parsedate_to_datetime(value)
+        parsed = parsedate_to_datetime(_obsolete_date(value))
     except Exception:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_COMMENT = re.compile(r"\([^()]*\)")
+_TIME_COLON = re.compile(r"\s*:\s*")
+
+
+def _obsolete_date(value: str) -> str:
+    """RFC 5322 4.3 (obs-date-time): comments and blanks may stand between the tokens of a
+    date, "09(comment):   55  :  06"; `email.utils` reads only the modern form."""
+    if "(" in value:
+        value = _COMMENT.sub(" ", value)
+    return _TIME_COLON.sub(":", value) if ": " in value or " :" in value else value
 
 
 def _compact(value: str | None) -> str | None:
@@ -403,7 +416,7 @@ def _leaf(part: Message, walk: _Walk, blocked: frozenset[str]) -> set[str]:
         ctype = "text/plain"
     is_body = disposition != "attachment" and filename is None and ctype not in blocked
     if is_body and ctype == "text/plain":
-        walk.text_parts.append(_body_text(part, walk))
+        walk.text_parts.append(_take_uuencoded(_body_text(part, walk), walk))
         return {ctype}
     if is_body and ctype == "text/html":
         _place_images_between(walk)
@@ -417,6 +430,7 @@ def _keep_file(
     part: Message, ctype: str, filename: str | None, disposition: str | None, walk: _Walk
 ) -> None:
     """A part that is not the body: an attachment, or an inline image the body may show."""
+    filename = filename or _location_name(part, walk)
     value = _part_value(part, ctype, filename, _payload_bytes(part, walk), walk)
     if value.disposition == "inline" and ctype.startswith("image/") and walk.html_parts:
         walk.images_between.append(len(walk.attachments))
@@ -463,6 +477,61 @@ def _place_images_between(walk: _Walk) -> None:
     walk.images_between.clear()
 
 
+#: A uuencoded file inside a text body, as pre-MIME mailers and some gateways still send
+#: it: "begin MODE NAME", lines of uuencode, "end".
+MAX_UUENCODED_FILES = 100  # like the MIME parts limit: a body cannot become a million files
+_UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\n]+?)[ \t]*\n", re.M)
+_UU_END = re.compile(r"^end[ \t]*(?:\n|$)", re.M)
+
+
+def _take_uuencoded(text: str, walk: _Walk) -> str:
+    """`text` without its uuencoded files, which become attachments. Linear in the text:
+    each search starts where the previous block ended."""
+    if "begin " not in text:
+        return text
+    kept, pos, found = [], 0, 0
+    while begin := _UU_BEGIN.search(text, pos):
+        end = _UU_END.search(text, begin.end())
+        if end is None:
+            break
+        if found == MAX_UUENCODED_FILES:
+            walk.note(f"more than {MAX_UUENCODED_FILES} uuencoded files; the rest kept as text")
+            break
+        found += 1
+        data = _uudecode(text[begin.end() : end.start()])
+        if data is not None:
+            name = begin.group(1).strip()
+            ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
+            walk.attachments.append(ParsedPart(name, ctype, None, "attachment", data))
+            kept.append(text[pos : begin.start()])
+        else:
+            kept.append(text[pos : end.end()])
+        pos = end.end()
+    return "".join(kept) + text[pos:]
+
+
+def _uudecode(lines: str) -> bytes | None:
+    """The bytes of a uuencoded block; None when it is no uuencode (then it stays text).
+    A line longer than its length character says is cut, as the `uu` module did."""
+    out = bytearray()
+    for line in lines.splitlines():
+        if not line.strip() or line == "`":
+            continue
+        try:
+            encoded = line.encode("ascii")
+        except UnicodeEncodeError:
+            return None
+        try:
+            out += binascii.a2b_uu(encoded)
+        except binascii.Error:
+            length = (((encoded[0] - 32) & 63) * 4 + 5) // 3
+            try:
+                out += binascii.a2b_uu(encoded[:length])
+            except binascii.Error:
+                return None
+    return bytes(out)
+
+
 def _join_text(fragments: list[str]) -> str:
     """Text fragments one after the other, each starting on a line of its own."""
     out = fragments[0]
@@ -482,11 +551,27 @@ def _header_safe(getter: Callable[[], object], walk: _Walk) -> str | None:
 
 
 def _filename(part: Message, walk: _Walk) -> str | None:
-    """RFC 2231 is handled by the policy; RFC 2047 inside a quoted name is decoded here."""
-    name = _header_safe(part.get_filename, walk)
+    """``filename``/``name`` (RFC 2231 joined by `get_param`; RFC 2047 inside a quoted name,
+    which RFC 2047 forbids and every client writes, decoded here), else a ``file``
+    parameter. Control characters (a decoded line break) become "_"."""
+    name = _header_safe(part.get_filename, walk) or _header_safe(
+        lambda: part.get_param("file"), walk
+    )
     if name and "=?" in name:
         name = _decode_header(name, walk)
-    return name or None
+    return _CONTROL_CHARACTERS.sub("_", name) if name else None
+
+
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
+def _location_name(part: Message, walk: _Walk) -> str | None:
+    """The last segment of a Content-Location (RFC 2557), which MHTML and MMS mail give in
+    place of a file name. Only a part that is kept as a file is named so: MMS gateways give
+    their text parts one too, and those are the body."""
+    location = _header_safe(lambda: part.get("content-location"), walk) or ""
+    name = location.split("?")[0].rstrip("/").rpartition("/")[2].strip()
+    return _CONTROL_CHARACTERS.sub("_", name) if name else None
 
 
 def _content_id(part: Message, walk: _Walk) -> str | None:

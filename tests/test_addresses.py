@@ -36,6 +36,19 @@ def display(*values: str) -> list[str]:
         ("abel, bianchi, stornett@flash", ["abel", "bianchi", "stornett@flash"]),
         ("no To-header on input <;>", []),
         ("Mary Smith", []),
+        (
+            "Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>",
+            ["Pete <pete@silly.test>"],
+        ),
+        (
+            "A Group(Some people):Chris Jones <c@(Chris's host.)public.example>, "
+            "John <jdoe@one.test> (my dear friend); (the end of the group)",
+            ["Chris Jones <c@public.example>", "John <jdoe@one.test>"],
+        ),
+        (
+            "MAILER-DAEMON@x.example (Mail Delivery System)",
+            ["Mail Delivery System <MAILER-DAEMON@x.example>"],
+        ),
     ],
 )
 def test_lenient_reading(value: str, expected: list[str]) -> None:

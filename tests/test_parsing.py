@@ -16,7 +16,7 @@ import compressed_rtf
 import pytest
 import tnefparse
 
-from mxsmtp_web.parsing import ParsedMail, ParsedPart, parse_message
+from mxsmtp_web.parsing import MAX_UUENCODED_FILES, ParsedMail, ParsedPart, parse_message
 
 DATA = Path(__file__).parent / "data"
 PNG_SHA256 = "6b7fa434f92a8b80aab02d9bf1a12e49ffcae424e4013a1c4f68b67e3d2bbcd0"
@@ -632,3 +632,82 @@ def test_text_labelled_base64_but_written_plain_is_shown_as_written(charset: str
     mail = parse_message(raw)
     assert mail.text == words.replace("\r\n", "\n")
     assert "text/plain body: labelled base64 but written as text; shown undecoded" in mail.defects
+
+
+def test_uuencoded_files_in_a_text_body_become_attachments():
+    mail = load_tolerant("uuencoded_in_text.eml")
+    assert mail.text == "Two files follow.\n\nThat was all.\n"
+    assert [(p.filename, p.content_type, p.data) for p in mail.attachments] == [
+        ("bytes.bin", "application/octet-stream", SAMPLE_BYTES[:100]),
+        ("notes.txt", "text/plain", b"uuencoded notes\n"),
+    ]
+
+
+def test_a_body_of_endless_uuencode_headers_stays_text_and_is_bounded():
+    body = b"begin 644 a\r\nend\r\n" * (MAX_UUENCODED_FILES + 5)
+    mail = parse_message(b"Subject: x\r\n\r\n" + body)
+    assert len(mail.attachments) == MAX_UUENCODED_FILES
+    assert mail.text is not None and mail.text.count("begin 644 a") == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Fri, 21 Nov 1997 09(comment):   55  :  06 -0600", datetime(1997, 11, 21, 15, 55, 6)),
+        ("Tue, 5 Mar 2024 09:15:00 +0100 (CET)", datetime(2024, 3, 5, 8, 15)),
+    ],
+)
+def test_obsolete_dates_are_read(value: str, expected: datetime):
+    mail = parse_message(f"Date: {value}\r\n\r\n".encode())
+    assert mail.date == expected.replace(tzinfo=UTC)
+
+
+def test_file_names_from_where_other_clients_put_them():
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b'--b\r\nContent-Type: application/octet-stream; file="SETUP.EXE"\r\n\r\nx\r\n'
+        b"--b\r\nContent-Type: image/jpeg\r\nContent-Location: http://x.example/a/Photo25.jpg\r\n"
+        b"Content-Disposition: inline\r\n\r\ny\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment;\r\n"
+        b' filename="=?UTF-8?B?' + base64.b64encode(b"Konto\nutskrift.pdf") + b'?="\r\n\r\nz\r\n'
+        b"--b--\r\n"
+    )
+    names = [p.filename for p in parse_message(raw).attachments]
+    assert names == ["SETUP.EXE", "Photo25.jpg", "Konto_utskrift.pdf"]
+
+
+def test_a_text_part_with_a_content_location_is_still_the_body():
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Location: text.txt\r\n\r\nSome text\r\n"
+        b"--b--\r\n"
+    )
+    mail = parse_message(raw)
+    assert (mail.text, mail.attachments) == ("Some text", ())
+
+
+def test_a_field_name_folded_away_from_its_colon_is_still_a_field():
+    raw = (
+        b"Subject: x\r\nFrom\r\n : <any@attack.example>\r\nFrom: <admin@legitimate.example>\r\n"
+        b"\r\nbody\r\n"
+    )
+    mail = parse_message(raw)
+    assert mail.from_ == "any@attack.example, admin@legitimate.example"
+    assert mail.text == "body\n"
+
+
+def test_a_header_line_that_is_no_field_is_skipped_when_fields_follow():
+    mail = load_tolerant("invalid_header_line.eml")
+    assert mail.subject == "Still read"
+    assert mail.from_ == "Ann <ann@example.org>"
+    assert mail.to == ("Mary Smith <mary@example.net>",)
+    assert mail.message_id == "<still-read@example.org>"
+    assert mail.text == "The body.\n"
+
+
+def test_a_boundary_that_ends_in_blanks_is_kept_whole():
+    mail = load_tolerant("boundary_with_blanks.eml")
+    assert mail.text == (
+        "First part.\n--b1 \nThe line above is no delimiter: it lacks one of the blanks."
+    )
+    assert [p.filename for p in mail.attachments] == ["second.txt"]
