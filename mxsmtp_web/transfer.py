@@ -39,6 +39,8 @@ _LABELS = {
 _BLANKS = b" \t\r\n\f\v"
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 _PADDING = re.compile(rb"=+")
+_BASE64_RUNS = re.compile(rb"[A-Za-z0-9+/=]+")  # removed, it leaves what base64 never holds
+_STRAY_CHARACTERS = 2
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,26 @@ def decode_base64(encoded: bytes) -> Decoded:
             return Decoded(base64.b64decode(body + b"=" * (-len(body) % 4), validate=True))
         except binascii.Error:
             pass  # characters outside the alphabet: the careful path below
-    return _decode_damaged_base64(compact)
+    return _decode_damaged_base64(encoded)
 
 
-def _decode_damaged_base64(compact: bytes) -> Decoded:
+def _decode_damaged_base64(encoded: bytes) -> Decoded:
+    """Base64 as far as it goes. A line that holds what base64 never does (blanks between
+    words, more than a stray character or two) is text, not data: a list footer, an
+    epilogue after a broken boundary, a signature. It is skipped whole, rather than its
+    letters decoded into bytes at the end of the file; a stray character in a line of
+    base64 is skipped alone. When nothing is left, the part is no base64 at all: it is
+    kept undecoded."""
     defects = []
-    cleaned = _NOT_BASE64.sub(b"", compact)
-    if len(cleaned) != len(compact):
+    lines = [line.strip(_BLANKS) for line in encoded.splitlines()]
+    kept = [_base64_line(line) for line in lines]
+    if any(line is None for line in kept):
+        defects.append("base64 held lines that are not base64; they were skipped")
+    if any(line is not None and line != lines[i] for i, line in enumerate(kept)):
         defects.append("base64 held characters outside its alphabet; they were skipped")
+    cleaned = b"".join(line for line in kept if line)
+    if not cleaned and encoded.strip(_BLANKS):
+        return Decoded(encoded, ("not base64 at all; kept undecoded",))
     chunks = [chunk for chunk in _PADDING.split(cleaned) if chunk]
     if len(chunks) > 1:
         defects.append("base64 held padding before its end; the pieces were joined")
@@ -83,6 +97,16 @@ def _decode_damaged_base64(compact: bytes) -> Decoded:
             defects.append("base64 had an impossible length; its last character was dropped")
         out += base64.b64decode(chunk + b"=" * (-len(chunk) % 4))
     return Decoded(bytes(out), tuple(dict.fromkeys(defects)))
+
+
+def _base64_line(line: bytes) -> bytes | None:
+    """The base64 of one line: as it is, without a stray character or two, or None."""
+    foreign = len(_BASE64_RUNS.sub(b"", line))
+    if not foreign:
+        return line
+    if foreign > _STRAY_CHARACTERS or b" " in line or b"\t" in line:
+        return None
+    return _NOT_BASE64.sub(b"", line)
 
 
 def decode_quoted_printable(encoded: bytes) -> Decoded:
