@@ -434,7 +434,8 @@ def _keep_file(
     value = _part_value(part, ctype, filename, _payload_bytes(part, walk), walk)
     if value.disposition == "inline" and ctype.startswith("image/") and walk.html_parts:
         walk.images_between.append(len(walk.attachments))
-    if disposition == "inline" and ctype == "text/plain" and walk.named_text is None:
+    named_text = disposition == "inline" and ctype == "text/plain" and not value.defects
+    if named_text and walk.named_text is None:  # undecodable data is never shown as the body
         walk.named_text = _body_text(part, walk)
     walk.attachments.append(value)
 
