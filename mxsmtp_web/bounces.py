@@ -25,11 +25,26 @@ The status is what the message states, in this order:
 - only a basic SMTP reply code (``550 User unknown``): its class with detail 0 (``5.0.0``,
   RFC 3463 "other undefined status"), the status Postfix and Sendmail write into their own
   DSNs for such an answer;
-- no code, but the class in words ("This is a permanent error", "I'm not going to try
-  again" -> ``5.0.0``; "will retry", "delayed" -> ``4.0.0``);
-- else None. A detail is never guessed from a reason ("user unknown" is not made ``5.1.1``).
+- no code at all: a status read from the report's words, per RFC 3463, when it states no
+  code. A table of a few dozen phrases (:data:`_REASON_PHRASES`, the reasons after those of
+  sisimai, which maps them to these codes) gives the code of the reason the report names:
+  "User unknown", "(000C05A6) Unknown Recipient", "not listed in Domino Directory" ->
+  ``5.1.1``; "Domain does not exist" -> ``5.1.2``; "mailbox is full" -> ``5.2.2``; "message
+  too large" -> ``5.3.4``; "account is disabled" -> ``5.2.1``; spam, relaying, filters ->
+  ``5.7.1``; "connection timed out" -> ``4.4.1``; "delivery time expired" -> ``4.4.7`` …; the
+  first entry that matches wins, the more specific come first. Only the report's own words
+  are read: the diagnostic, else the lines of the recipient, else the rest of the
+  notification, never the message it returns (also where the report does not announce it:
+  its header fields end the report) nor the lines that quote it (``Subject:``, ``>``). A
+  class the report states in words ("This is a permanent error", "will retry") sets the
+  class of that code (``4.2.2`` for a full mailbox that will be retried);
+- no code and no reason, but the class in words ("This is a permanent error", "I'm not going
+  to try again" -> ``5.0.0``; "will retry", "delayed" -> ``4.0.0``);
+- else None. A stated code always wins over the words: ``552 5.3.4 Message size exceeds
+  fixed limit, mailbox is full`` is ``5.3.4``, and ``552 Mailbox is full`` only ``5.0.0``.
 
-The diagnostic keeps the server's words, so nothing of what the report said is lost.
+The diagnostic keeps the server's words, so nothing of what the report said is lost; where a
+report has none, it is the line that gave the status.
 
 Delays count as bounces (``kind`` ``bounce``, status ``4.x.x``, reason says ``delayed``): a
 DSN with ``Action: delayed`` or a "will retry" warning is a delivery report about mail we
@@ -587,13 +602,12 @@ def _with_status(info: BounceInfo, text: str) -> BounceInfo:
     if info.status and info.diagnostic:
         return info
     found = _code_near(text, info.recipient)
-    status = (
-        info.status
-        or _status_of_diagnostic(info.diagnostic)
-        or (found[0] if found else None)
-        or _class_in_words(text)
-    )
+    status = info.status or _status_of_diagnostic(info.diagnostic) or (found[0] if found else None)
     diagnostic = info.diagnostic or (found[1] if found else _reason_near(text, info.recipient))
+    if status is None:  # the report states no code: its words, else its class in words
+        worded = _status_in_words(text, info.recipient, diagnostic)
+        status = worded[0] if worded else _class_in_words(text)
+        diagnostic = diagnostic or (worded[1] if worded else None)
     return BounceInfo(info.recipient, status, diagnostic)
 
 
@@ -648,6 +662,176 @@ def _class_in_words(text: str) -> str | None:
     if permanent and not (temporary and temporary.start() < permanent.start()):
         return "5.0.0"
     return "4.0.0" if temporary else None
+
+
+# --- a status read from the report's words ----------------------------------------------
+
+#: What a report says in words when it states no code, and the RFC 3463 code of that reason.
+#: The reasons and the kinds of phrases follow sisimai's reading of bounces (its reasons map to
+#: these codes: userunknown 5.1.1, hostunknown 5.1.2, mailboxfull 5.2.2, mesgtoobig 5.3.4,
+#: filtered, blocked and policy 5.7.1, suspend 5.2.1, expired 4.4.7 …); the table is ours.
+#: Lower case; a space stands for one space or one line break. The first entry that matches
+#: wins, so the more specific come first. The class is the one usual for the reason; a class
+#: that the report states in words ("will retry", "permanent error") replaces it.
+_REASON_PHRASES: tuple[tuple[str, str], ...] = (
+    # the sender was refused, not the recipient: X.1.8 bad sender's system address
+    ("5.1.8", r"sender (?:address |domain )?(?:rejected|denied|refused|unknown|verify failed|"
+              r"verification failed)|sender domain (?:does not exist|doesn't exist|not found|"
+              r"must exist|is empty)|(?:bad|invalid|unroutable|unverified) sender"),
+    # X.7.1 delivery not authorised: relaying
+    ("5.7.1", r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|not allowed)|"
+              r"(?:unable|not allowed|not permitted) to relay"),
+    # X.4.6 routing loop
+    ("5.4.6", r"(?:mail|routing|forwarding|aliasing) loop|loop(?:s|ing)? (?:detected|back to "
+              r"myself)|message looping|too many hops|hop count exceeded"),
+    # X.2.2 mailbox full, before the message size ("mailbox size limit exceeded")
+    ("5.2.2", r"(?:mail ?box|mail ?folder|inbox)(?: is| was)? (?:full|over (?:the |its )?quota)|"
+              r"full mailbox|メールボックスが(?:一杯|いっぱい)"),
+    ("5.2.2", r"(?:over|exceed(?:s|ed|ing)?) (?:the |its |their |his |her |your )?(?:allowed |"
+              r"mailbox |storage |disk |mail )*quota|quota (?:exceeded|violation|usage exceeded)"),
+    ("5.2.2", r"(?:mail ?box|maildir)(?: size)? (?:has )?exceed(?:s|ed)?|(?:mailbox|storage) "
+              r"size limit|not enough (?:storage )?space|space has been used up|exceeded "
+              r"storage allocation|too many messages (?:in|on) (?:the |this |your )?(?:mailbox|"
+              r"server|account)"),
+    # X.3.4 message too big for system
+    ("5.3.4", r"message(?: size| length)? (?:is )?(?:too (?:big|large)|exceeds)|(?:max(?:imum)? )?"
+              r"message size (?:limit )?exceeded|exceeded (?:the )?maximum (?:inbound )?message "
+              r"size|message file too big|size of (?:the |your |this )?message exceeds"),
+    # X.3.1 mail system full
+    ("4.3.1", r"mail system full|insufficient system storage|(?:disk|spool|file system) (?:is )?"
+              r"full|no space left on device"),
+    # X.2.1 mailbox disabled, not accepting messages
+    ("5.2.1", r"(?:account|mailbox|user|address)(?:\(s\))?(?: account| mailbox)? (?:is |has been |"
+              r"was )?(?:currently |temporarily )?(?:disabled|suspended|deactivated|inactive|"
+              r"frozen|locked|closed|discontinued)|(?:disabled|suspended|deactivated|inactive|"
+              r"closed|frozen) (?:account|mailbox|user)"),
+    # X.1.6 destination mailbox has moved
+    ("5.1.6", r"(?:mailbox|address|user|recipient|account) has moved|no longer (?:valid|in use|"
+              r"active|available|exists?|accepts? mail)|has been replaced by"),
+    # X.1.2 bad destination system address, before the mailbox (the more specific)
+    ("5.1.2", r"(?:domain|host)(?: name)? (?:is )?(?:unknown|not found(?!, try again)|does not "
+              r"exist|doesn't exist|must exist)|no such (?:domain|host)|unknown (?:host|domain)|"
+              r"name or service not known"),
+    # X.4.3 directory server failure: a name server that did not answer
+    ("4.4.3", r"dns (?:lookup |query |resolution )?(?:failure|timeout|timed out)|name server "
+              r"(?:failure|timeout|error)|malformed (?:or unexpected )?name server reply|host not "
+              r"found, try again"),
+    # X.1.1 bad destination mailbox address
+    ("5.1.1", r"(?:user|recipient|addressee|mailbox|account|e-?mail address|address|local part)"
+              r"(?:\(s\))?(?: name)? (?:is )?(?:unknown|not (?:found|known|recogni[sz]ed|listed))"),
+    ("5.1.1", r"unknown (?:user|recipient|mailbox|addressee|local ?part|e-?mail address|account)|"
+              r"no such (?:user|recipient|mailbox|person|account|address|local user)"),
+    ("5.1.1", r"(?:user|recipient|mailbox|account|address|addressee)(?: name)? (?:does not|"
+              r"doesn't|did not|not) exists?|tried to reach does not exist"),
+    ("5.1.1", r"invalid (?:recipient|mailbox|addressee|user(?: ?id)?|final delivery user ?id|"
+              r"(?:e-?mail |recipient |destination )?address)|not (?:a )?(?:valid|known|local) "
+              r"(?:user|recipient|mailbox|address)"),
+    ("5.1.1", r"not listed in (?:the )?(?:[\w&.'-]+ ){0,4}(?:directory|address book)|"
+              r"does(?:n't| not) have an? [\w.-]+ account|no (?:mailbox|account) (?:here )?by "
+              r"that name|there is no one at this address|ディレクトリのリストにありません"),
+    ("5.1.1", r"no valid recipients?"),
+    # X.7.1 delivery not authorised, message refused: spam, virus, filters, policy
+    ("5.7.1", r"(?:detected|identified|classified|considered|marked|flagged|rejected|blocked|"
+              r"scored) as (?:spam|junk|bulk)|spam (?:detected|blocked|rejected|refused|filter|"
+              r"content|score|message)|(?:looks|appears|seems) (?:like|to be) (?:spam|"
+              r"unsolicited)|probable spam|unsolicited (?:bulk |commercial )?(?:e-?mail|mail|"
+              r"messages?)|black-?listed|block-?listed|listed (?:in|on|at) (?:an? |the )?(?:dnsbl|"
+              r"rbl|blacklist|blocklist|spamhaus|spamcop)"),
+    ("5.7.1", r"virus(?:es)? (?:detected|found)|(?:contains?|infected (?:with|by)) (?:an? )?virus"),
+    ("5.7.1", r"(?:content|domain|address|spam|recipient'?s?) filter|message filtered|rejected "
+              r"(?:by|due to|for) (?:the )?(?:recipient'?s? )?(?:filter|policy|policy reasons)|"
+              r"policy (?:violation|rejection)|not authori[sz]ed|access denied|refused due to "
+              r"recipient preferences|(?:only|not) accept(?:s|ing)? (?:any )?mail from|(?:you|"
+              r"sender) (?:have|has) been blocked|blocked by (?:the )?(?:recipient|administrator|"
+              r"policy)"),
+    # X.7.0 authentication required (RFC 4954)
+    ("5.7.0", r"authentication (?:is )?required|must (?:first )?authenticate"),
+    # X.4.4 unable to route
+    ("5.4.4", r"could not find a gateway|unable to route|unrout(?:e)?able (?:address|mail domain|"
+              r"domain)|no (?:mx|mail exchanger) (?:record|host)s?"),
+    # X.4.1 no answer from host, X.4.2 bad connection
+    ("4.4.1", r"connection (?:timed out|timeout|refused)|timed out (?:while )?connecting|no answer "
+              r"from host|server did not respond|(?:could not|couldn't|unable to) connect|no route "
+              r"to host|host (?:is )?unreachable"),
+    ("4.4.2", r"(?:lost|dropped|broken) connection|connection (?:lost|dropped|reset|closed|broken|"
+              r"was dropped)"),
+    # X.4.7 delivery time expired: after the actual problem, which RFC 3463 prefers
+    ("4.4.7", r"delivery time expired|expired after|(?:been|sitting|waiting) in (?:the )?queue "
+              r"(?:too long|for)|too long in (?:the )?queue|queue (?:lifetime|time|period) "
+              r"(?:expired|exceeded)|allowed queue period|retry time not reached for any host "
+              r"after a long failure period|giving up on|message timed out|(?:aborted|failed) "
+              r"after [\d.]+ (?:hour|day)|could not be delivered (?:for|within|in) (?:the last )?"
+              r"\d+ (?:hours|days)"),
+    # X.5.3 too many recipients, X.3.5 system incorrectly configured, X.3.2 not accepting mail
+    ("5.5.3", r"too many recipients"),
+    ("5.3.5", r"(?:local|server|mail system|system) config(?:uration)? error"),
+    ("5.3.2", r"(?:host|domain|system|server)(?:/domain)? does not accept (?:any )?mail|not "
+              r"accepting (?:network )?messages"),
+    # a refusal that names no reason: only its class, X.0.0
+    ("5.0.0", r"(?:rejected|refused) by (?:the |a |an )?(?:remote |recipient'?s? |destination |"
+              r"receiving )?(?:mail |smtp |e-?mail )?(?:server|host|system|site|mta)"),
+)  # fmt: skip
+
+
+def _phrase(words: str) -> re.Pattern[str]:
+    """A phrase of the table as a pattern: whole words; a space for a space or a line break."""
+    spaced = words.replace(" ", r"[ \n]")
+    return re.compile(r"(?<![a-z0-9])(?:" + spaced + r")(?![a-z0-9])", re.IGNORECASE)
+
+
+_REASONS = tuple((code, _phrase(words)) for code, words in _REASON_PHRASES)
+#: Where a returned message starts in a report that does not say so: its header fields.
+_RETURNED_STARTS = re.compile(
+    r"^(?:received|return-path|dkim-signature|message-id|mime-version|content-type|x-[\w-]+)"
+    r"[ \t]*:|^[-=*_ \t]*(?:below is a copy|a copy of the original)",
+    re.IGNORECASE,
+)
+#: Lines of a report that quote the returned message ("Subject: …", "> …"), not its words.
+_QUOTED_LINE = re.compile(r"^\s*(?:>|(?:subject|to|cc|from|date|sent|reply-to)\s*:)", re.I)
+
+
+def _status_in_words(
+    text: str, recipient: str | None, diagnostic: str | None
+) -> tuple[str, str] | None:
+    """Where a report states no code: (status, the line that says why) from its words, by
+    the table above: in the diagnostic, else in the lines of the recipient, else anywhere in
+    the report's own words (not in the message it returns, nor in lines that quote it)."""
+    shown = _report_lines(text)
+    searched = [" ".join(_ADDRESS.sub(" ", line).split()) for line in shown]
+    scopes: list[tuple[int, list[str]]] = []
+    if diagnostic:
+        scopes.append((-1, [" ".join(_ADDRESS.sub(" ", diagnostic).split())]))
+    if recipient:
+        needle = recipient.lower()
+        start = next((i for i, line in enumerate(shown) if needle in line.lower()), None)
+        if start is not None:
+            scopes.append((start, searched[start : start + STATUS_WINDOW_LINES]))
+    scopes.append((0, searched))
+    stated = _class_in_words(text)
+    for start, lines in scopes:
+        joined = "\n".join(lines)
+        for code, pattern in _REASONS:
+            match = pattern.search(joined)
+            if match is None:
+                continue
+            if stated and stated[0] != code[0]:
+                code = stated[0] + code[1:]
+            first = start + joined.count("\n", 0, match.start())
+            last = start + joined.count("\n", 0, match.end())
+            said = " ".join(shown[first : last + 1]) if start >= 0 else diagnostic or ""
+            return code, said[:MAX_DIAGNOSTIC_CHARS]
+    return None
+
+
+def _report_lines(text: str) -> list[str]:
+    """The lines of the notification text up to a returned message that it did not announce,
+    each with its spaces collapsed; a line that quotes the returned message is left empty."""
+    lines: list[str] = []
+    for line in text[:MAX_TEXT_CHARS].splitlines():
+        if lines and _RETURNED_STARTS.match(line):
+            break
+        lines.append("" if _QUOTED_LINE.match(line) else " ".join(line.split()))
+    return lines
 
 
 def _code_near(text: str, recipient: str | None) -> tuple[str, str] | None:

@@ -5,7 +5,9 @@ format family flufl.bounce knows (qmail, Exim with and without X-Failed-Recipien
 before DSNs, Sendmail, old Exchange, Yahoo, AOL, a SimpleMatch pattern, an Exim delay
 warning), RFC 3464 reports written loosely (``Field :``, folding without indent, no blank
 line between recipients, no report-type, base64, fields in a text part, bare CR line ends),
-a report that states no code, and negatives named ``not_*``.
+reports that state no code but their reason in words (``no_code``, ``words_*``: old Exchange,
+OpenSMTPD, a full mailbox, one whose words sit only in the returned message, one whose code
+must win over its words), and negatives named ``not_*``.
 """
 
 from __future__ import annotations
@@ -36,16 +38,21 @@ BOUNCES = {
     "exim_without_header.eml": ("lea.roux@example.fr", "5.0.0", "host mx.example.fr"),
     "postfix_plain.eml": ("piet@example.nl", "5.7.1", "<piet@example.nl>: host mx.example.nl"),
     "sendmail.eml": ("kim@example.edu", "5.0.0", "550 <kim@example.edu>... User unknown"),
-    "exchange_old.eml": ("chris.doe@example.org", None, "The recipient name is not recognized"),
+    "exchange_old.eml": ("chris.doe@example.org", "5.1.1", "The recipient name is not recognized"),
     "yahoo.eml": ("mia.keller@example.de", "5.7.9", "Remote host said: 554 5.7.9"),
-    "aol.eml": ("sunnyday4242@aol.com", None, None),
+    "aol.eml": ("sunnyday4242@aol.com", "5.7.1", "Your mail to the following recipients could"),
     "simplematch.eml": ("omar@example.net", "5.1.2", "Reason: Remote host said: 550 5.1.2"),
     "delay_warning.eml": ("tom@slow.example.org", "4.3.0", "451 4.3.0 Temporary local"),
     "dsn_sloppy.eml": ("first@example.org", "5.2.2", "552 5.2.2 <first@example.org>: mailbox"),
     "dsn_bare_cr.eml": ("yuki@example.jp", "5.1.1", "550 5.1.1 <yuki@example.jp>"),
     "dsn_base64.eml": ("sam@example.com", "5.4.1", "550 5.4.1 Recipient address rejected"),
     "dsn_fields_in_text.eml": ("noor@example.org", "5.1.1", "550 5.1.1 <noor@example.org>"),
-    "no_code.eml": ("hana@example.co.jp", None, "Unknown user: hana@example.co.jp"),
+    "no_code.eml": ("hana@example.co.jp", "5.1.1", "Unknown user: hana@example.co.jp"),
+    "words_exchange_unknown_recipient.eml": ("ines.moreau@exch.example.org", "5.1.1", "MSEXCH"),
+    "words_domain_not_exist.eml": ("lina@nowhere.example", "5.1.2", "lina@nowhere.example: Dom"),
+    "words_mailbox_full.eml": ("aoi@example.ne.jp", "5.2.2", "Could not be delivered to: <aoi"),
+    "words_code_wins.eml": ("tomas@example.net", "5.3.4", "Remote host said: 552 5.3.4 Message"),
+    "words_not_in_returned_message.eml": ("omar@gw.example.net", None, None),
 }
 
 
@@ -240,3 +247,118 @@ def test_a_forwarded_recipient_is_reported_as_the_application_wrote_it(header: s
     bounce = classify(parse_message(raw), raw).bounce
     assert bounce is not None
     assert (bounce.recipient, bounce.status) == ("lea.roux@example.fr", "5.7.1")
+
+
+# --- a status read from the report's words, when it states no code ------------------------
+
+
+def _text_bounce(reason: str, *, before: str = "") -> bytes:
+    """A plain-text bounce for pat@example.org that gives `reason` and no code."""
+    return (
+        "Return-Path: <>\nFrom: Mail Delivery System <MAILER-DAEMON@mail.example.net>\n"
+        "To: b@mx.example.com\nSubject: Undelivered Mail\n\n"
+        f"{before}Your message could not be delivered to the following recipient.\n\n"
+        f"pat@example.org:\n    {reason}\n"
+    ).encode()
+
+
+def _info(raw: bytes) -> BounceInfo:
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce is not None
+    return bounce
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [
+        ("User unknown", "5.1.1"),
+        ("The recipient name is not recognized", "5.1.1"),
+        ("No such mailbox here", "5.1.1"),
+        ("User some.name not listed in Domino Directory", "5.1.1"),
+        ("Host or domain name not found", "5.1.2"),
+        ("Host not found, try again", "4.4.3"),
+        ("Mailbox is full", "5.2.2"),
+        ("The user is over quota", "5.2.2"),
+        ("Message too large for this system", "5.3.4"),
+        ("This account has been disabled or discontinued", "5.2.1"),
+        ("Relay access denied", "5.7.1"),
+        ("Message rejected as spam by the content filter", "5.7.1"),
+        ("Sender address rejected: domain not found", "5.1.8"),
+        ("Mail forwarding loop detected", "5.4.6"),
+        ("Connection timed out", "4.4.1"),
+        ("Message expired after sitting in queue for 5 days", "4.4.7"),
+        ("Rejected by the remote mail server", "5.0.0"),
+    ],
+)
+def test_a_reason_in_words_gives_its_code(reason: str, status: str) -> None:
+    raw = _text_bounce(reason)
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce is not None
+    assert (bounce.recipient, bounce.status) == ("pat@example.org", status)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "Please check the address and try again.",
+        "The address may not exist, or the mailbox may be over its limit.",  # a guess, no reason
+        "See user.unknown@example.org or mailbox-full@example.net for help.",  # addresses
+    ],
+)
+def test_words_that_state_no_reason_give_no_status(reason: str) -> None:
+    raw = _text_bounce(reason)
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce is not None and (bounce.recipient, bounce.status) == ("pat@example.org", None)
+
+
+def test_a_stated_code_wins_over_the_words() -> None:
+    """The words say "mailbox is full" (5.2.2), the server's answer 5.3.4; with only a basic
+    code (552) the status is that code's class, not the words' detail."""
+    raw = (SAMPLES / "words_code_wins.eml").read_bytes()
+    assert _info(raw).status == "5.3.4"
+    assert _info(raw.replace(b"552 5.3.4 ", b"552 ")).status == "5.0.0"
+    dsn = _dsn("Action: failed\nStatus: 5.7.1\nDiagnostic-Code: smtp; user unknown\n")
+    assert classify(parse_message(dsn), dsn).bounce == BounceInfo(
+        "pat@example.org", "5.7.1", "user unknown"
+    )
+
+
+def test_the_words_of_a_dsn_diagnostic_count() -> None:
+    dsn = _dsn("Action: failed\nDiagnostic-Code: smtp; Connection timed out in connect\n")
+    bounce = classify(parse_message(dsn), dsn).bounce
+    assert bounce == BounceInfo("pat@example.org", "4.4.1", "Connection timed out in connect")
+
+
+def test_words_in_the_returned_message_are_not_read() -> None:
+    """Its Subject and body say "no such user" and "mailbox is full": they are the message
+    that was sent, not the report, which names no reason."""
+    raw = (SAMPLES / "words_not_in_returned_message.eml").read_bytes()
+    assert _info(raw) == BounceInfo("omar@gw.example.net", None, None)
+    quoted = _text_bounce("Did not reach the recipient.\n> user unknown\nSubject: mailbox full")
+    assert _info(quoted).status is None
+
+
+def test_a_class_stated_in_words_sets_the_class_of_the_reason() -> None:
+    raw = _text_bounce("Mailbox is full. The server will retry for 5 days.")
+    kind = classify(parse_message(raw), raw)
+    assert kind.bounce is not None and kind.bounce.status == "4.2.2"
+    assert "transient failure" in kind.reason
+    permanent = "This is a permanent error.\n"
+    assert _info(_text_bounce("Connection timed out", before=permanent)).status == "5.4.1"
+    assert _info(_text_bounce("Delivery failed.", before=permanent)).status == "5.0.0"
+
+
+def test_the_reason_is_the_diagnostic_when_the_report_has_none() -> None:
+    raw = _text_bounce("x", before="Delivery failed: the mailbox is full.\n").replace(
+        b"pat@example.org:\n    x\n", b"pat@example.org\n"
+    )
+    bounce = classify(parse_message(raw), raw).bounce
+    assert bounce == BounceInfo("pat@example.org", "5.2.2", "Delivery failed: the mailbox is full.")
+
+
+def test_a_report_full_of_reason_words_is_read_quickly() -> None:
+    words = "user mailbox account address domain host message sender spam relay connection "
+    raw = _text_bounce("Delivery failed.\n" + (words * 12 + "\n") * 300)
+    started = time.perf_counter()
+    assert classify(parse_message(raw), raw).kind == "bounce"
+    assert time.perf_counter() - started < 2.0
