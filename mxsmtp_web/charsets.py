@@ -111,6 +111,8 @@ _TWO_BYTE = (b"$@", b"$B")
 
 
 def _iso2022jp_as_cp932(data: bytes) -> str:
+    if max(data, default=0) >= 0x80:  # not 7-bit: no ISO-2022-JP (often UTF-8 so labelled)
+        raise UnicodeDecodeError("iso-2022-jp", data, 0, len(data), "8-bit byte")
     out = bytearray()
     mode = b"(B"
     pos = 0

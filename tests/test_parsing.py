@@ -711,3 +711,10 @@ def test_a_boundary_that_ends_in_blanks_is_kept_whole():
         "First part.\n--b1 \nThe line above is no delimiter: it lacks one of the blanks."
     )
     assert [p.filename for p in mail.attachments] == ["second.txt"]
+
+
+def test_utf_8_labelled_iso_2022_jp_is_read_as_utf_8():
+    raw = "Subject: x\r\nContent-Type: text/plain; charset=iso-2022-jp\r\n\r\nエラー".encode()
+    mail = parse_message(raw)
+    assert mail.text == "エラー"
+    assert mail.defects == ("text/plain body: text is not valid iso-2022-jp; decoded as UTF-8",)
