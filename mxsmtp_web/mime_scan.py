@@ -23,7 +23,9 @@ _BARE_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*\r?\n?$")
 _COLON_CONTINUES = re.compile(rb"^[ \t]+:")
 #: Lines after a line that is no field, searched for a field that continues the block.
 _LOOK_AHEAD = 50
-_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))', re.I)
+#: RFC 2046 allows 70 characters, but `email` reads a boundary of any length, so the bounds
+#: and the repairs do too (a longer one would slip past both).
+_BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))', re.I)
 _ENCLOSED_TYPE = re.compile(rb"^content-type\s*:\s*message/(?:rfc822|global)\b", re.I | re.M)
 _TRANSFER_ENCODING = re.compile(rb"^content-transfer-encoding\s*:\s*([^\s;]*)", re.I | re.M)
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")

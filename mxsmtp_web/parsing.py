@@ -971,7 +971,7 @@ def _plain_addresses(headers: tuple[tuple[str, str], ...], name: str) -> tuple[s
 
 
 DASH_PROBES = 16
-_BOUNDARY_VALUE = re.compile(rb'\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_BOUNDARY_VALUE = re.compile(rb'\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))')  # any length
 
 
 def header_block_size(raw: bytes) -> int:
@@ -1019,8 +1019,8 @@ def _boundaries(header: bytes) -> set[bytes]:
     start = lowered.find(b"boundary")
     while start >= 0:
         match = _BOUNDARY_VALUE.match(header, start + 8)
-        if match:
-            found.add(match.group(1) or match.group(2))
+        if match:  # blanks at the end are stripped, as `email` strips them (get_boundary)
+            found.add((match.group(1) or match.group(2)).rstrip(b" \t"))
         start = lowered.find(b"boundary", start + 8)
     return found
 
@@ -1060,5 +1060,5 @@ def _delimiter_lines(raw: bytes) -> Iterator[tuple[bytes, int, int]]:
         line = raw[begin : end if end >= 0 else len(raw)]
         following = _next_dash_line(raw, begin)
         next_line = end + 1 if end >= 0 else len(raw)
-        yield line[:202].rstrip(b"\r \t"), next_line, following if following >= 0 else len(raw)
+        yield line.rstrip(b"\r \t"), next_line, following if following >= 0 else len(raw)
         start = following

@@ -200,3 +200,24 @@ def test_mime_shape_counts_what_the_email_parser_sees(tree: bytes | list) -> Non
 def test_the_dash_line_search_finds_what_find_finds(raw: bytes, data: st.DataObject) -> None:
     start = data.draw(st.integers(0, len(raw)))
     assert _next_dash_line(raw, start) == raw.find(b"\n--", start)
+
+
+@pytest.mark.parametrize(
+    "boundary",
+    [
+        b"b" * 300,
+        b"x  ",
+        b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFLMNOPRSTUVWXYZ'()+_,-./:=?  " * 50,
+    ],
+    ids=["longer than RFC 2046 allows", "ending in blanks", "thousands of characters"],
+)
+def test_mime_shape_sees_every_boundary_email_reads(boundary: bytes) -> None:
+    """A boundary `email` reads must be counted too, or its parts would slip past the limit."""
+    stripped = boundary.rstrip(b" ")
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n'
+        + (b"--" + stripped + b"\r\nContent-Type: text/plain\r\n\r\nx\r\n") * 600
+        + b"--" + stripped + b"--\r\n"
+    )  # fmt: skip
+    assert mime_shape(raw) == (600, 1)
+    assert sum(1 for _ in message_from_bytes(raw, policy=policy.default).walk()) - 1 == 600
