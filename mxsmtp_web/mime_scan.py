@@ -49,9 +49,25 @@ class _Part:
     skip_next: bool = False  # the next line was joined to this one (a name split from ":")
 
 
-def repaired(raw: bytes) -> bytes:
+@dataclass(frozen=True)
+class Repaired:
+    """A copy for `email` to read; `renamed` maps each boundary written differently in it
+    (one that ends in blanks) back to the boundary as the message declared it."""
+
+    data: bytes
+    renamed: dict[str, str]
+
+
+def repaired(raw: bytes) -> Repaired:
     """`raw` with the syntax `email` misreads rewritten (see the module docstring)."""
-    return b"".join(line for line, _ in _lines(raw, repair=True))
+    boundaries: dict[bytes, bytes] = {}
+    data = b"".join(line for line, _ in _lines(raw, repair=True, boundaries=boundaries))
+    renamed = {
+        written.decode("ascii", "surrogateescape"): declared.decode("ascii", "surrogateescape")
+        for declared, written in boundaries.items()
+        if written != declared
+    }
+    return Repaired(data, renamed)
 
 
 def has_delimiter_with_text(raw: bytes, boundaries: list[str]) -> bool:
@@ -73,16 +89,18 @@ def has_delimiter_with_text(raw: bytes, boundaries: list[str]) -> bool:
 def enclosed_messages(raw: bytes) -> list[EnclosedMessage]:
     """The message/* body parts of the message in document order, outermost only."""
     found: list[EnclosedMessage] = []
-    for _, enclosed in _lines(raw, repair=False):
+    for _, enclosed in _lines(raw, repair=False, boundaries={}):
         if enclosed is not None:
             found.append(enclosed)
     return found
 
 
-def _lines(raw: bytes, repair: bool) -> Iterator[tuple[bytes, EnclosedMessage | None]]:
+def _lines(
+    raw: bytes, repair: bool, boundaries: dict[bytes, bytes]
+) -> Iterator[tuple[bytes, EnclosedMessage | None]]:
     """Each line (repaired if asked), with an enclosed message once its body has ended.
-    Header lines are held until their block ends, when its boundaries are known."""
-    boundaries: dict[bytes, bytes] = {}  # as declared -> as written into a repaired copy
+    Header lines are held until their block ends, when its boundaries are known; they are
+    collected in `boundaries` (as declared -> as written into a repaired copy)."""
     part = _Part(None)
     offset = 0
     lines = raw.splitlines(keepends=True)

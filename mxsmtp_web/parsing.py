@@ -163,24 +163,27 @@ _SKELETON_DEFECTS = (
 )
 
 
-def _read(raw: bytes) -> Message:
+def _read(raw: bytes) -> tuple[Message, dict[str, str]]:
     """The `email` tree of `raw`; read again from a repaired copy when `email` misread its
-    skeleton (obsolete header syntax, delimiter lines with text after the boundary)."""
+    skeleton (obsolete header syntax, delimiter lines with text after the boundary). With
+    the boundaries the copy writes differently (see `mime_scan.Repaired`)."""
     _OneMessagePolicy.parsed_headers = {}
     msg = message_from_bytes(raw, policy=_ONE_MESSAGE_POLICY)
     parts = list(msg.walk())
     misread = any(isinstance(d, _SKELETON_DEFECTS) for part in parts for d in part.defects)
     boundaries = [b for part in parts if part.is_multipart() for b in [part.get_boundary()] if b]
     if not misread and not mime_scan.has_delimiter_with_text(raw, boundaries):
-        return msg
+        return msg, {}
     copy = mime_scan.repaired(raw)
-    return msg if copy == raw else message_from_bytes(copy, policy=_ONE_MESSAGE_POLICY)
+    if copy.data == raw:
+        return msg, {}
+    return message_from_bytes(copy.data, policy=_ONE_MESSAGE_POLICY), copy.renamed
 
 
 def _parse(raw: bytes) -> ParsedMail:
-    msg = _read(raw)
+    msg, renamed = _read(raw)
     walk = _Walk(raw=raw, root=msg)
-    headers = _headers(msg, walk)
+    headers = _headers(msg, walk, renamed)
     _walk_part(msg, walk, depth=0, blocked=frozenset())
     _apply_tnef_bodies(walk)
     if walk.named_text is not None and not walk.text_parts and not walk.html_parts:
@@ -291,10 +294,15 @@ def _decode_word(match: re.Match[str], walk: _Walk) -> str:
     return _decode_bytes(data, charset, walk, "header")
 
 
-def _headers(msg: Message, walk: _Walk) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        (_repair(name), _decode_header(str(value), walk)) for name, value in msg.raw_items()
-    )
+def _headers(msg: Message, walk: _Walk, renamed: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Every header field, decoded; a boundary as the message declared it."""
+    headers = []
+    for name, value in msg.raw_items():
+        text = str(value)
+        for written, declared in renamed.items():
+            text = text.replace(f'"{written}"', f'"{declared}"')
+        headers.append((_repair(name), _decode_header(text, walk)))
+    return tuple(headers)
 
 
 def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:

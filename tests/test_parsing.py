@@ -711,6 +711,7 @@ def test_a_boundary_that_ends_in_blanks_is_kept_whole():
         "First part.\n--b1 \nThe line above is no delimiter: it lacks one of the blanks."
     )
     assert [p.filename for p in mail.attachments] == ["second.txt"]
+    assert ("Content-Type", 'multipart/mixed; boundary="b1  "') in mail.headers
 
 
 def test_utf_8_labelled_iso_2022_jp_is_read_as_utf_8():
