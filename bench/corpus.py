@@ -113,6 +113,7 @@ TRACE_HEADER = re.compile(
     + rb">;\r\n\t[^\r\n]*\r\n"
 )
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_OBSOLETE_FROM_FIELD = re.compile(rb"From[ \t]*:")
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
 _CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 
@@ -161,10 +162,10 @@ def load_expected(corpus: Path, source: str) -> dict[str, Any]:
 
 def relayed_form(data: bytes, mbox_line: bool) -> bytes:
     """What a relay delivers: every line end CRLF (bare LF and bare CR too), and no mbox
-    `From ` line (the manifest says which files start with one: a header "From : x" in
-    obsolete syntax looks alike)."""
+    `From ` line (the manifest says which files start with "From "; a header "From : x" in
+    obsolete syntax looks alike, and is kept)."""
     data = _LINE_END.sub(b"\r\n", data)
-    if mbox_line:
+    if mbox_line and not _OBSOLETE_FROM_FIELD.match(data):
         end = data.find(b"\r\n")
         data = b"" if end < 0 else data[end + 2 :]
     return data
@@ -692,6 +693,28 @@ SOURCE_QUIRKS = {
         "MimeKit cuts develop!nextmime@ebony@sblab.att.com at its second @ (issue 10 asks "
         "for the whole address)"
     ),
+    # Issue 10 item 4: every inline text/HTML part of a multipart/mixed is shown in its place,
+    # as mail clients show it. These sources return the first HTML part only, or count a
+    # later inline text part as an attachment.
+    ("zbateson-mail-mime-parser", "emails/m0020.txt", "html_equals_file"): (
+        "zbateson returns the first HTML fragment of Apple Mail's text-picture-text only "
+        "(issue 10 item 4 names this message and asks for every fragment in its place)"
+    ),
+    ("jhillyerd-enmime", "testdata/mail/mime-mixed-related.raw", "envelope.html_equals"): (
+        "enmime returns the first HTML part only; the second inline HTML part of the "
+        "multipart/mixed continues the body (issue 10 item 4)"
+    ),
+    ("spamscope-mail-parser", "mails/mail_malformed_1", "attachments_count"): (
+        "mail-parser counts the inline text part after the body as an attachment; it "
+        "continues the body (issue 10 item 4)"
+    ),
+}
+# Expected values that cannot be compared with what mxsmtp exposes; listed as skipped.
+NOT_COMPARABLE = {
+    ("apache-james-mime4j", "mimetools-testmsgs/german-qp.msg", "leaves[1].content"): (
+        "the decoded bytes mix CRLF and LF line ends; mxsmtp's text body has LF line ends "
+        "(README), so the hash of those bytes cannot be rebuilt from it"
+    ),
 }
 ENCLOSED_TYPES = frozenset({"message/rfc822", "message/global"})
 # Keys of expected.json entries that describe the test, not the message.
@@ -896,9 +919,12 @@ class Recorder:
         self.skips: list[Skip] = []
 
     def check(self, field: str, expected: Any, got: Any, ok: bool | None = None) -> None:
-        quirk = SOURCE_QUIRKS.get((self.source, self.message.name, field))
-        if quirk is not None:
-            self.skip(field, f"the source's own reading: {quirk}")
+        key = (self.source, self.message.name, field)
+        if key in SOURCE_QUIRKS:
+            self.skip(field, f"the source's own reading: {SOURCE_QUIRKS[key]}")
+            return
+        if key in NOT_COMPARABLE:
+            self.skip(field, f"not comparable: {NOT_COMPARABLE[key]}")
             return
         ok = expected == got if ok is None else ok
         self.values.append(
@@ -1118,6 +1144,13 @@ def _mime4j_headers(headers: dict[str, str], view: View, rec: Recorder) -> None:
             rec.header_equals(field, decoded_words(value), view.header(name))
 
 
+_UUENCODE_BEGIN = re.compile(rb"(?m)^begin [0-7]{3,4} \S")
+
+
+def _has_uuencoded_file(rec: Recorder) -> bool:
+    return bool(_UUENCODE_BEGIN.search((rec.corpus / rec.message.file).read_bytes()))
+
+
 def _mime4j_leaf(
     leaf: dict[str, Any], types: dict[str, str | None], view: View, rec: Recorder, used: set[int]
 ) -> None:
@@ -1132,6 +1165,14 @@ def _mime4j_leaf(
         rec.skip("leaves", "winmail.dat, expanded into its contents (README)")
         return
     field = f"leaves[{part}]"
+    if leaf.get("body_kind") == "text" and _has_uuencoded_file(rec):
+        rec.skip(
+            f"{field}.content",
+            "a text leaf holding uuencoded files: mxsmtp stores them as attachments and the "
+            "text without them (issue 10 item 1: encoded text is never stored as content); "
+            "mime4j keeps the text leaf whole",
+        )
+        return
     found = next(
         (
             a
