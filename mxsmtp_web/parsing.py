@@ -11,7 +11,6 @@ import base64
 import binascii
 import mimetypes
 import re
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -23,12 +22,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html import escape as html_escape
 from typing import Any
 
-import compressed_rtf
-import tnefparse
-from striprtf.striprtf import rtf_to_text
-from tnefparse.codepage import Codepage
-
-from . import addresses, charsets, mime_scan, transfer
+from . import addresses, charsets, mime_scan, tnef, transfer
 from .transfer import Decoded
 
 #: Deeper MIME nesting than this is not walked (real mail rarely passes 5 levels).
@@ -89,7 +83,7 @@ class _Walk:
     text_parts: list[str] = field(default_factory=list)
     html_parts: list[str] = field(default_factory=list)
     attachments: list[ParsedPart] = field(default_factory=list)
-    tnef_bodies: list[tuple[str | None, str | None, bytes | None]] = field(default_factory=list)
+    tnef_bodies: list[tnef.Winmail] = field(default_factory=list)
     images_between: list[int] = field(default_factory=list)
     named_text: str | None = None  # an inline text/plain file: the body if there is no other
     raw: bytes = b""
@@ -697,252 +691,40 @@ def _message_bytes(msg: Message, walk: _Walk) -> bytes:
 def _expand_tnef(part: Message, filename: str | None, walk: _Walk) -> None:
     """Replace winmail.dat with what it carries; keep it as is if it cannot be decoded."""
     data = _payload_bytes(part, walk).data
-    original = ParsedPart(
-        filename or "winmail.dat", "application/ms-tnef", None, "attachment", data
+    winmail = tnef.read_winmail(data)
+    for defect in winmail.defects:
+        walk.note(f"{defect}; kept as is" if winmail.empty else defect)
+    if winmail.empty:
+        name = filename or "winmail.dat"
+        walk.attachments.append(ParsedPart(name, "application/ms-tnef", None, "attachment", data))
+        return
+    walk.attachments.extend(
+        ParsedPart(f.name, f.content_type, None, "attachment", f.data) for f in winmail.files
     )
-    if not _tnef_is_tractable(data):
-        walk.note("winmail.dat (TNEF) is malformed or too large to decode; kept as is")
-        walk.attachments.append(original)
-        return
-    try:
-        tnef = tnefparse.TNEF(data)
-        parts = [_tnef_attachment(a, n, tnef.codepage) for n, a in enumerate(tnef.attachments, 1)]
-        bodies = _tnef_body(tnef, walk)
-    except Exception as exc:  # tnefparse raises many kinds on bad input
-        walk.note(f"winmail.dat (TNEF) could not be decoded ({type(exc).__name__}); kept as is")
-        walk.attachments.append(original)
-        return
-    if not parts and bodies == (None, None, None):
-        walk.note("winmail.dat (TNEF) held nothing that could be extracted; kept as is")
-        walk.attachments.append(original)
-        return
-    walk.attachments.extend(parts)
-    walk.tnef_bodies.append(bodies)
-
-
-def _tnef_attachment(
-    attachment: tnefparse.TNEFAttachment, number: int, codepage: str | None
-) -> ParsedPart:
-    name = _tnef_filename(attachment, codepage) or f"attachment-{number}"
-    ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
-    return ParsedPart(name, ctype, None, "attachment", bytes(attachment.data or b""))
-
-
-def _tnef_filename(attachment: tnefparse.TNEFAttachment, codepage: str | None) -> str:
-    try:
-        name = attachment.long_filename()
-    except UnicodeDecodeError:  # tnefparse decodes attAttachTitle as UTF-8 only
-        raw = getattr(attachment, "_name", b"")
-        name = raw.decode(codepage or "cp1252", "replace") if isinstance(raw, bytes) else ""
-    if isinstance(name, bytes):
-        name = name.decode(codepage or "cp1252", "replace")
-    return _repair(str(name)).strip("\x00").strip()
-
-
-def _tnef_body(tnef: tnefparse.TNEF, walk: _Walk) -> tuple[str | None, str | None, bytes | None]:
-    text = _tnef_text(tnef.body, tnef.codepage, walk)
-    html = _tnef_text(tnef.htmlbody, tnef.codepage, walk)
-    rtf = None
-    if text is None and html is None and getattr(tnef, "_rtfbody", None):
-        rtf = _plain_rtf(getattr(tnef, "_rtfbody", None), walk)
-    return text, html, rtf
-
-
-def _tnef_text(value: str | bytes | None, codepage: str | None, walk: _Walk) -> str | None:
-    if isinstance(value, bytes):
-        value = _decode_bytes(value, codepage, walk, "winmail.dat body")
-    value = (value or "").rstrip("\x00")
-    return value.replace("\r\n", "\n") if value.strip() else None
-
-
-def _plain_rtf(data: bytes | None, walk: _Walk) -> bytes | None:
-    """The RTF of a TNEF body: compressed_rtf unwraps both stored forms (MS-OXRTFCP 2.1.3.1,
-    "MELA" plain and "LZFu" compressed)."""
-    if not data:
-        return None
-    if data.startswith(b"{\\rtf"):
-        return data
-    try:
-        return bytes(compressed_rtf.decompress(data))
-    except Exception as exc:  # compressed_rtf raises plain Exception on bad input
-        walk.note(f"winmail.dat RTF body could not be unpacked ({exc}); it was left out")
-        return None
-
-
-def _rtf_text(rtf: bytes, walk: _Walk) -> str | None:
-    """Readable text of an RTF body (striprtf also skips the HTML that Outlook wraps in
-    ``\\*\\htmltag`` groups, keeping its text)."""
-    try:
-        text = rtf_to_text(rtf.decode("latin-1"), errors="ignore")
-    except Exception as exc:  # striprtf is lenient, but the contract is "never raises"
-        walk.note(f"winmail.dat RTF body could not be read ({type(exc).__name__})")
-        return None
-    return text.replace("\r\n", "\n").strip("\n") + "\n" if text.strip() else None
+    walk.tnef_bodies.append(winmail)
 
 
 def _apply_tnef_bodies(walk: _Walk) -> None:
     """A TNEF body fills in what the MIME tree lacks: Outlook sends a plain-text stub beside
     winmail.dat, and the HTML inside it is the real body."""
-    for text, html, rtf in walk.tnef_bodies:
+    for winmail in walk.tnef_bodies:
+        html = _tnef_text(winmail.html, winmail.codepage, walk)
+        text = _tnef_text(winmail.text, winmail.codepage, walk)
         if html is not None and not walk.html_parts:
             walk.html_parts.append(html)
         if text is not None and not walk.text_parts:
             walk.text_parts.append(text)
-        if rtf is not None and not walk.text_parts and not walk.html_parts:
-            text = _rtf_text(rtf, walk)
-            walk.text_parts.extend([text] if text is not None else [])
+        if winmail.rtf is not None and not walk.text_parts and not walk.html_parts:
+            walk.text_parts.extend([winmail.rtf_text] if winmail.rtf_text else [])
             walk.attachments.append(
-                ParsedPart("body.rtf", "application/rtf", None, "attachment", rtf)
+                ParsedPart("body.rtf", "application/rtf", None, "attachment", winmail.rtf)
             )
 
 
-# tnefparse trusts the counts in its input: a forged count makes it spin or allocate for
-# minutes, and it copies the rest of the data for every record. So before handing bytes
-# over, walk the same structure (MS-OXTNEF 2.1.3) the same way it does, and refuse any data
-# where it would read out of bounds, fail to decode, or obey a count larger than the data.
-# Accepted data therefore takes tnefparse down exactly the path checked here.
-
-_TNEF_SIGNATURE = 0x223E9F78
-_TNEF_MAX_DEPTH = 4  # embedded messages inside embedded messages
-_TNEF_COPY_BUDGET = 2_000_000_000  # records x bytes that tnefparse copies (well under 1 s)
-_TNEF_LEVEL_ATTACHMENT = 2
-_TNEF_MAPI_PROPS, _TNEF_RECIPIENTS, _TNEF_ATTACHMENT, _TNEF_OEM_CODEPAGE = (
-    0x9003,
-    0x9004,
-    0x9005,
-    0x9007,
-)
-_MAPI_FIXED_SIZES = {2: 2, 11: 2, 3: 4, 4: 4, 10: 4, 5: 8, 6: 8, 7: 8, 20: 8, 64: 8, 72: 16}
-_MAPI_VARIABLE = frozenset({0x0000, 0x000D, 0x001E, 0x001F, 0x0102})
-_MAPI_STRING, _MAPI_UNICODE, _MAPI_SHORT, _MAPI_BOOLEAN = 0x001E, 0x001F, 0x0002, 0x000B
-_IMESSAGE_SIG = b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
-
-
-class _Untrusted(Exception):
-    """The TNEF data would take tnefparse off the checked path."""
-
-
-def _tnef_is_tractable(data: bytes) -> bool:
-    try:
-        _check_tnef(data, depth=0)
-    except (_Untrusted, struct.error, ValueError, LookupError, TypeError):
-        return False
-    return True
-
-
-def _u32(data: bytes, offset: int) -> int:
-    return struct.unpack_from("<I", data, offset)[0]
-
-
-def _check_tnef(data: bytes, depth: int) -> None:
-    if depth > _TNEF_MAX_DEPTH or len(data) < 6 or _u32(data, 0) != _TNEF_SIGNATURE:
-        raise _Untrusted
-    codepage: str | None = None
-    offset, records = 6, 0
-    while offset + 12 < len(data):  # the same loop as tnefparse.TNEF.__init__
-        level, name = data[offset], struct.unpack_from("<H", data, offset + 1)[0]
-        length = min(len(data) - offset, _u32(data, offset + 5) + 11)
-        body = data[offset + 9 : offset + length - 2]
-        records += 1
-        if records * len(data) > _TNEF_COPY_BUDGET:
-            raise _Untrusted
-        if level == _TNEF_LEVEL_ATTACHMENT:
-            if name == _TNEF_ATTACHMENT:
-                _check_mapi(body, 0, codepage, depth)
-        elif name == _TNEF_MAPI_PROPS:
-            _check_mapi(body, 0, codepage, depth)
-        elif name == _TNEF_OEM_CODEPAGE:
-            codepage = Codepage(_u32(body, 0)).codepage()
-        elif name == _TNEF_RECIPIENTS:
-            _check_recipients(body, codepage, depth)
-        offset += length
-
-
-def _check_recipients(data: bytes, codepage: str | None, depth: int) -> None:
-    rows, offset = _u32(data, 0), 4
-    if rows > len(data) // 4:
-        raise _Untrusted
-    for _ in range(rows):
-        offset = _check_mapi(data, offset, codepage, depth)
-
-
-def _check_mapi(data: bytes, offset: int, codepage: str | None, depth: int) -> int:
-    """Offset after a MAPI property list (MS-OXTNEF 2.1.3.4), checked like decode_mapi reads it."""
-    count, offset = _u32(data, offset), offset + 4
-    if count > (len(data) - offset) // 4:
-        raise _Untrusted
-    for _ in range(count):
-        offset = _check_property(data, offset, codepage, depth)
-    return offset
-
-
-def _check_property(data: bytes, offset: int, codepage: str | None, depth: int) -> int:
-    kind, ident = struct.unpack_from("<HH", data, offset)
-    offset += 4
-    if ident >= 0x8000:  # named property: GUID, kind, then an id or a padded UTF-16 name
-        offset += 16
-        named, offset = _u32(data, offset), offset + 4
-        size, offset = _u32(data, offset), offset + 4
-        if named:
-            _take(data, offset, size).decode("utf-16")
-            offset += _padded(size)
-    multi = kind & 0x1000
-    kind ^= multi
-    values = 1
-    if multi:
-        values, offset = _u32(data, offset), offset + 4
-    fixed = _MAPI_FIXED_SIZES.get(kind)
-    if fixed is None and kind not in _MAPI_VARIABLE:
-        raise _Untrusted
-    if fixed:
-        _take(data, offset, (values or 1) * fixed)
-        offset += (values or 1) * fixed
-    else:
-        offset = _check_values(data, offset, kind, values or 1, bool(multi), codepage, depth)
-    if (values or 1) % 2 and kind in (_MAPI_SHORT, _MAPI_BOOLEAN):
-        offset += 2
-    return offset
-
-
-def _check_values(
-    data: bytes,
-    offset: int,
-    kind: int,
-    values: int,
-    multi: bool,
-    codepage: str | None,
-    depth: int,
-) -> int:
-    chunks = []
-    for _ in range(values):
-        items = 1
-        if not multi:
-            items, offset = _u32(data, offset), offset + 4
-        if items > (len(data) - offset) // 4:  # each item needs a length word
-            raise _Untrusted
-        for _ in range(items):
-            size, offset = _u32(data, offset), offset + 4
-            chunk = _take(data, offset, _padded(size))
-            if kind == _MAPI_UNICODE:
-                chunk.decode("utf-16")
-            elif kind == _MAPI_STRING:
-                chunk.decode(codepage)  # codepage None raises TypeError, as in tnefparse
-            chunks.append(chunk.rstrip(b"\x00"))
-            offset += _padded(size)
-    embedded = b"".join(chunks)
-    if kind not in (_MAPI_STRING, _MAPI_UNICODE) and embedded.startswith(_IMESSAGE_SIG):
-        _check_tnef(embedded[len(_IMESSAGE_SIG) :], depth + 1)
-    return offset
-
-
-def _padded(size: int) -> int:
-    return (size + 3) // 4 * 4
-
-
-def _take(data: bytes, offset: int, size: int) -> bytes:
-    if offset + size > len(data):
-        raise _Untrusted
-    return data[offset : offset + size]
+def _tnef_text(value: str | bytes | None, codepage: str | None, walk: _Walk) -> str | None:
+    if isinstance(value, bytes):
+        value = _decode_bytes(value, codepage, walk, "winmail.dat body")
+    return _repair(value).replace("\r\n", "\n") if value is not None else None
 
 
 def parse_headers(raw: bytes) -> ParsedMail:
