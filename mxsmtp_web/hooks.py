@@ -74,8 +74,9 @@ class HookMessage:
     message_id: str | None
     text: str | None
     html: str | None  # as stored: sanitised when the XSS filter is on
-    attachments: tuple[ParsedPart, ...]
+    attachments: tuple[ParsedPart, ...]  # each with its own `defects`
     raw: bytes
+    defects: tuple[str, ...] = ()  # what could not be read as it should (empty: nothing)
     # The conversation (see README, "Replies into your application").
     reply_ref: str | None = None  # the ref of the valid reply address it was sent to
     reply_text: str | None = None  # what the sender wrote, without quotes and signature

@@ -606,6 +606,7 @@ def hook_message(
         html=html,
         attachments=parsed.attachments,
         raw=raw,
+        defects=parsed.defects,
         reply_ref=thread.reply_ref if thread else None,
         reply_text=facts.reply_text,
         kind=facts.kind,

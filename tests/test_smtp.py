@@ -156,6 +156,28 @@ def test_message_hook_sees_the_parsed_message_and_can_refuse(mailbox: Mailbox) -
     assert (entry["hook"], entry["outcome"]) == ("message_hook", "accepted")
 
 
+def test_message_hook_sees_what_could_not_be_decoded(mailbox: Mailbox) -> None:
+    """A damaged part reaches the hook decoded as far as it goes, and flagged."""
+    mailbox.write_hook(
+        "damaged.py",
+        "def process_message(message):\n"
+        "    cut = message.attachments[0]\n"
+        "    if cut.filename != 'cut.bin' or cut.size != 300:\n"
+        "        return '550 5.7.1 wrong part'\n"
+        "    if cut.defects != ('base64 had an impossible length; its last character was "
+        "dropped',):\n"
+        "        return '550 5.7.1 no part defects'\n"
+        "    if not any('x-rot13' in d for d in message.defects):\n"
+        "        return '550 5.7.1 no message defects'\n"
+        "    return True\n",
+    )
+    mailbox.configure(message_hook="damaged.py:process_message")
+    damaged = (Path(__file__).parent / "data" / "tolerant" / "base64_bad_length.eml").read_bytes()
+    mailbox.send(damaged)
+    [summary] = mailbox.messages()
+    assert summary.status == "processed"
+
+
 def test_hook_that_raises_answers_451_and_keeps_the_message_for_the_admin(
     mailbox: Mailbox,
 ) -> None:
