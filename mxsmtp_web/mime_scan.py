@@ -26,17 +26,19 @@ _LOOK_AHEAD = 50
 #: RFC 2046 allows 70 characters, but `email` reads a boundary of any length, so the bounds
 #: and the repairs do too (a longer one would slip past both).
 _BOUNDARY = re.compile(rb'boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))', re.I)
-_ENCLOSED_TYPE = re.compile(rb"^content-type\s*:\s*message/(?:rfc822|global)\b", re.I | re.M)
+_ENCLOSED_TYPE = re.compile(rb"^content-type\s*:\s*(message/[\x21-\x3a\x3c-\x7e]+)", re.I | re.M)
 _TRANSFER_ENCODING = re.compile(rb"^content-transfer-encoding\s*:\s*([^\s;]*)", re.I | re.M)
 _UNFOLD = re.compile(rb"\r?\n[ \t]+")
 
 
 @dataclass(frozen=True)
 class EnclosedMessage:
-    """The body of one message/* part as received, and its Content-Transfer-Encoding."""
+    """The body of one message/* part as received, its type (lower case) and its
+    Content-Transfer-Encoding."""
 
     data: bytes
     transfer_encoding: str
+    content_type: str = "message/rfc822"
 
 
 @dataclass
@@ -87,7 +89,8 @@ def has_delimiter_with_text(raw: bytes, boundaries: list[str]) -> bool:
 
 
 def enclosed_messages(raw: bytes) -> list[EnclosedMessage]:
-    """The message/* body parts of the message in document order, outermost only."""
+    """The message/* body parts of the message (every subtype) in document order, outermost
+    only, so that the n-th one is the n-th message/* part `email` meets on its walk."""
     found: list[EnclosedMessage] = []
     for _, enclosed in _lines(raw, repair=False, boundaries={}):
         if enclosed is not None:
@@ -191,13 +194,15 @@ def _end_part(
     if boundary is not None and boundary != part.boundary:
         return
     header = part.header[0]
-    if not _ENCLOSED_TYPE.search(header):
+    enclosed_type = _ENCLOSED_TYPE.search(header)
+    if not enclosed_type:
         return
     body_end = end - 2 if raw[end - 2 : end] == b"\r\n" else end - (raw[end - 1 : end] == b"\n")
     encoding = _TRANSFER_ENCODING.search(header)
     label = encoding.group(1).decode("ascii", "replace") if encoding else ""
     data = raw[part.body_start : max(part.body_start, body_end)]
-    yield b"", EnclosedMessage(data, label)
+    content_type = enclosed_type.group(1).decode("ascii").lower()
+    yield b"", EnclosedMessage(data, label, content_type)
 
 
 def _delimiter(line: bytes, boundaries: dict[bytes, bytes]) -> tuple[bytes, bool] | None:

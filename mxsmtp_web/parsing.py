@@ -651,6 +651,8 @@ def _enclosed_message(part: Message, walk: _Walk) -> ParsedPart:
     """A message/* part kept whole; its data is the enclosed message as it was received."""
     payload = part.get_payload()
     received = walk.next_enclosed() if part is not walk.root else None
+    if received is not None and received.content_type != _content_type(part):
+        received = None  # the scan and `email` read the skeleton differently here
     if isinstance(payload, list):
         data = _received_message(received, payload, walk)
     else:

@@ -719,3 +719,17 @@ def test_utf_8_labelled_iso_2022_jp_is_read_as_utf_8():
     mail = parse_message(raw)
     assert mail.text == "エラー"
     assert mail.defects == ("text/plain body: text is not valid iso-2022-jp; decoded as UTF-8",)
+
+
+def test_each_enclosed_part_of_a_report_keeps_its_own_bytes():
+    returned = b"From:   Sender <s@example.org>\r\nSubject:  kept   as written\r\n\r\nHello\r\n"
+    status = b"Reporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; x@y\r\n"
+    raw = (
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
+        b"--r\r\nContent-Type: text/plain\r\n\r\nIt failed.\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\n" + status + b"\r\n"
+        b"--r\r\nContent-Type: message/rfc822\r\n\r\n" + returned + b"--r--\r\n"
+    )
+    parts = {p.content_type: p.data for p in parse_message(raw).attachments}
+    assert parts["message/rfc822"] == returned[:-2]
+    assert parts["message/delivery-status"] == status
