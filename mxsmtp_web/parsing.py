@@ -788,10 +788,10 @@ def mime_shape(raw: bytes) -> tuple[int, int]:
     stack: list[bytes] = []
     parts = depth = 0
     for line, begin, limit in _delimiter_lines(raw):
-        closing = line.endswith(b"--") and line[:-2] in boundaries
-        boundary = line[:-2] if closing else line
-        if boundary not in boundaries:
+        found = mime_scan.delimiter_of(line, boundaries)
+        if found is None:
             continue
+        boundary, closing = found
         if boundary in stack:
             del stack[stack.index(boundary) + 1 :]
         else:

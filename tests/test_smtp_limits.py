@@ -221,3 +221,13 @@ def test_mime_shape_sees_every_boundary_email_reads(boundary: bytes) -> None:
     )  # fmt: skip
     assert mime_shape(raw) == (600, 1)
     assert sum(1 for _ in message_from_bytes(raw, policy=policy.default).walk()) - 1 == 600
+
+
+def test_mime_shape_counts_delimiters_with_text_after_the_boundary() -> None:
+    """The parser's repaired copy reads "--b text" as a delimiter, so the bound must too."""
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + b"--b some text\r\nContent-Type: text/plain\r\n\r\nx\r\n" * 600
+        + b"--b-- the end\r\n"
+    )
+    assert mime_shape(raw) == (600, 1)
