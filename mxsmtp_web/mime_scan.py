@@ -21,6 +21,7 @@ _OBSOLETE_FIELD = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]+:")
 _FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _BARE_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*\r?\n?$")
 _COLON_CONTINUES = re.compile(rb"^[ \t]+:")
+_PARAMETER_LINE = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9_.-]*\*?[0-9]*\*?=")
 #: Lines after a line that is no field, searched for a field that continues the block.
 _LOOK_AHEAD = 50
 #: RFC 2046 allows 70 characters, but `email` reads a boundary of any length, so the bounds
@@ -57,22 +58,26 @@ class _Part:
 @dataclass(frozen=True)
 class Repaired:
     """A copy for `email` to read; `renamed` maps each boundary written differently in it
-    (one that ends in blanks) back to the boundary as the message declared it."""
+    (one that ends in blanks) back to the boundary as the message declared it; `skipped`
+    lists the lines of the message's header that were left out (no fields)."""
 
     data: bytes
     renamed: dict[str, str]
+    skipped: tuple[str, ...] = ()
 
 
 def repaired(raw: bytes) -> Repaired:
     """`raw` with the syntax `email` misreads rewritten (see the module docstring)."""
     boundaries: dict[bytes, bytes] = {}
-    data = b"".join(line for line, _ in _lines(raw, repair=True, boundaries=boundaries))
+    skipped: list[bytes] = []
+    data = b"".join(line for line, _ in _lines(raw, True, boundaries, skipped))
     renamed = {
         written.decode("ascii", "surrogateescape"): declared.decode("ascii", "surrogateescape")
         for declared, written in boundaries.items()
         if written != declared
     }
-    return Repaired(data, renamed)
+    lines = tuple(line.rstrip(b"\r\n").decode("utf-8", "replace") for line in skipped)
+    return Repaired(data, renamed, lines)
 
 
 def has_delimiter_with_text(raw: bytes, boundaries: list[str]) -> bool:
@@ -90,14 +95,14 @@ def enclosed_messages(raw: bytes) -> list[EnclosedMessage]:
     """The message/* body parts of the message (every subtype) in document order, outermost
     only, so that the n-th one is the n-th message/* part `email` meets on its walk."""
     found: list[EnclosedMessage] = []
-    for _, enclosed in _lines(raw, repair=False, boundaries={}):
+    for _, enclosed in _lines(raw, False, {}, []):
         if enclosed is not None:
             found.append(enclosed)
     return found
 
 
 def _lines(
-    raw: bytes, repair: bool, boundaries: dict[bytes, bytes]
+    raw: bytes, repair: bool, boundaries: dict[bytes, bytes], skipped: list[bytes]
 ) -> Iterator[tuple[bytes, EnclosedMessage | None]]:
     """Each line (repaired if asked), with an enclosed message once its body has ended.
     Header lines are held until their block ends, when its boundaries are known; they are
@@ -113,6 +118,10 @@ def _lines(
         delimiter = _delimiter(line, boundaries) if line.startswith(b"--") else None
         if part.body_start is None and delimiter is None:
             if _in_header(line, lines, index, part, repair):
+                continue
+            no_field = line.strip(b"\r\n") and part.boundary is None
+            if repair and no_field and _fields_follow(lines, index + 1):
+                skipped.append(line)
                 continue
             yield from _end_header(part, boundaries, repair)
             part.body_start = offset if not line.strip(b"\r\n") else start
@@ -137,8 +146,11 @@ def _lines(
 def _in_header(line: bytes, lines: list[bytes], index: int, part: _Part, repair: bool) -> bool:
     """Whether `line` belongs to the header block being read (kept in `part.header`). The
     blank line ends it; so does a line that is not a field (`email` starts the body there
-    too), unless fields follow before the blank line: then, in a repaired copy, the line is
-    left out and the block goes on, as mime4j and zbateson read it."""
+    too). In a repaired copy a field name folded away from its colon is joined to it, and
+    (in `_lines`) a line of the message's own header that is no field is left out when
+    fields follow before the blank line, as mime4j and zbateson read it; not in a part's
+    header, where such a line is more likely the first line of a body without a blank
+    line before it."""
     if line[:1] in b" \t" or _FIELD.match(line):
         part.header.append(_OBSOLETE_FIELD.sub(rb"\1:", line, count=1) if repair else line)
         return True
@@ -151,7 +163,10 @@ def _in_header(line: bytes, lines: list[bytes], index: int, part: _Part, repair:
         part.header.append(name.group(1) + b":" + following.lstrip(b" \t")[1:])
         part.skip_next = True
         return True
-    return _fields_follow(lines, index + 1)
+    if part.header and _PARAMETER_LINE.match(line):
+        part.header.append(b" " + line)  # 'name="a.zip"': a parameter that lost its indent
+        return True
+    return False
 
 
 def _fields_follow(lines: list[bytes], index: int) -> bool:

@@ -157,7 +157,7 @@ _SKELETON_DEFECTS = (
 )
 
 
-def _read(raw: bytes) -> tuple[Message, dict[str, str]]:
+def _read(raw: bytes) -> tuple[Message, mime_scan.Repaired | None]:
     """The `email` tree of `raw`; read again from a repaired copy when `email` misread its
     skeleton (obsolete header syntax, delimiter lines with text after the boundary). With
     the boundaries the copy writes differently (see `mime_scan.Repaired`)."""
@@ -167,17 +167,19 @@ def _read(raw: bytes) -> tuple[Message, dict[str, str]]:
     misread = any(isinstance(d, _SKELETON_DEFECTS) for part in parts for d in part.defects)
     boundaries = [b for part in parts if part.is_multipart() for b in [part.get_boundary()] if b]
     if not misread and not mime_scan.has_delimiter_with_text(raw, boundaries):
-        return msg, {}
+        return msg, None
     copy = mime_scan.repaired(raw)
     if copy.data == raw:
-        return msg, {}
-    return message_from_bytes(copy.data, policy=_ONE_MESSAGE_POLICY), copy.renamed
+        return msg, None
+    return message_from_bytes(copy.data, policy=_ONE_MESSAGE_POLICY), copy
 
 
 def _parse(raw: bytes) -> ParsedMail:
-    msg, renamed = _read(raw)
+    msg, repaired = _read(raw)
     walk = _Walk(raw=raw, root=msg)
-    headers = _headers(msg, walk, renamed)
+    for line in repaired.skipped if repaired else ():
+        walk.note(f"header: a line that is no field was left out: {line[:200]!r}")
+    headers = _headers(msg, walk, repaired.renamed if repaired else {})
     _walk_part(msg, walk, depth=0, blocked=frozenset())
     _apply_tnef_bodies(walk)
     if walk.named_text is not None and not walk.text_parts and not walk.html_parts:

@@ -703,6 +703,16 @@ def test_a_header_line_that_is_no_field_is_skipped_when_fields_follow():
     assert mail.to == ("Mary Smith <mary@example.net>",)
     assert mail.message_id == "<still-read@example.org>"
     assert mail.text == "The body.\n"
+    assert "header: a line that is no field was left out: 'This line is no field'" in (mail.defects)
+
+
+def test_a_part_header_that_runs_into_its_body_keeps_every_body_line():
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=M\r\n\r\n"
+        b"--M\r\nHi Bob,\r\nTime: 10:00\r\nPlace: office\r\n\r\nSee you.\r\n--M--\r\n"
+    )
+    text = parse_message(raw).text or ""
+    assert "Hi Bob," in text and "See you." in text
 
 
 def test_a_boundary_that_ends_in_blanks_is_kept_whole():
@@ -733,3 +743,25 @@ def test_each_enclosed_part_of_a_report_keeps_its_own_bytes():
     parts = {p.content_type: p.data for p in parse_message(raw).attachments}
     assert parts["message/rfc822"] == returned[:-2]
     assert parts["message/delivery-status"] == status
+
+
+def test_the_blank_line_ends_the_header_even_when_the_body_looks_like_fields():
+    raw = b"Subject: s\r\nThis is no field\r\nFrom: a@example.org\r\n\r\nTime: 10:00\r\nbody\r\n"
+    mail = parse_message(raw)
+    assert mail.from_ == "a@example.org"
+    assert mail.text == "Time: 10:00\nbody\n"
+
+
+def test_a_parameter_line_that_lost_its_indent_continues_its_field():
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Type: application/zip; x-unix-mode=0600;\r\nname="a.zip"\r\n'
+        b'Content-Disposition: attachment; filename="a.zip"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--b--\r\n"
+    )
+    (part,) = parse_message(raw).attachments
+    assert (part.filename, part.content_type, part.data) == (
+        "a.zip",
+        "application/zip",
+        b"PK\x03\x04",
+    )
