@@ -99,12 +99,14 @@ def _split(value: str) -> list[str]:
 def _mailboxes(item: str, decode: Callable[[str], str]) -> list[Mailbox]:
     """The mailboxes of one comma-separated item: usually one, but senders forget the comma
     (``A <a@x> B <b@y>``, ``a@x b@y``)."""
-    start = _outside_quotes(item, "<")
-    if start >= 0:
-        end = item.find(">", start)
-        if end >= 0 and _outside_quotes(item[end + 1 :], "<") >= 0:
-            return [_mailbox(item[: end + 1], decode), *_mailboxes(item[end + 1 :], decode)]
-        return [_mailbox(item, decode)]
+    if _outside_quotes(item, "<") >= 0:
+        found = []
+        while True:  # a loop, not recursion: a field may hold thousands of <addr> in a row
+            end = item.find(">", _outside_quotes(item, "<"))
+            if end < 0 or _outside_quotes(item[end + 1 :], "<") < 0:
+                return [*found, _mailbox(item, decode)]
+            found.append(_mailbox(item[: end + 1], decode))
+            item = item[end + 1 :]
     words = _without_comments(item).split()
     if len(words) > 1 and '"' not in item:
         if all("@" in word for word in words):

@@ -323,7 +323,11 @@ def _addresses(
         walk.note(f"{name} header could not be parsed ({type(exc).__name__})")
         strict, sound = [], False
     if not sound or any("=?" in value or "(" in value for value in raw_values):
-        lenient = addresses.read_mailboxes(raw_values, lambda text: _decode_header(text, walk))
+        try:
+            lenient = addresses.read_mailboxes(raw_values, lambda t: _decode_header(t, walk))
+        except Exception as exc:  # the contract is "never raises": keep the strict reading
+            walk.note(f"{name} header could not be read leniently ({type(exc).__name__})")
+            lenient = []
         if any(mailbox.usable for mailbox in lenient):
             return tuple(dict.fromkeys(_repair(m.display()) for m in lenient if m.usable))
     return tuple(dict.fromkeys(_repair(str(a)) for a in strict))
@@ -471,8 +475,11 @@ def _place_images_between(walk: _Walk) -> None:
     one, where a mail client shows it (Apple Mail's text, picture, text). An image without
     a Content-ID is given one (RFC 2392 syntax, in the ``.invalid`` domain), so the body can
     point at it."""
+    shown = "".join(walk.html_parts)
     for index in walk.images_between:
         image = walk.attachments[index]
+        if image.content_id and f"cid:{image.content_id}" in shown:
+            continue  # the HTML before shows it already (a related part's picture)
         if image.content_id is None:
             image = replace(image, content_id=f"part{index + 1}@mxsmtp.invalid")
             walk.attachments[index] = image
@@ -485,7 +492,7 @@ def _place_images_between(walk: _Walk) -> None:
 #: A uuencoded file inside a text body, as pre-MIME mailers and some gateways still send
 #: it: "begin MODE NAME", lines of uuencode, "end".
 MAX_UUENCODED_FILES = 100  # like the MIME parts limit: a body cannot become a million files
-_UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\n]+?)[ \t]*\n", re.M)
+_UU_BEGIN = re.compile(r"^begin [0-7]{3,4} ([^\n]*)\n", re.M)
 _UU_END = re.compile(r"^end[ \t]*(?:\n|$)", re.M)
 
 
@@ -505,7 +512,7 @@ def _take_uuencoded(text: str, walk: _Walk) -> str:
         found += 1
         data = _uudecode(text[begin.end() : end.start()])
         if data is not None:
-            name = begin.group(1).strip()
+            name = _CONTROL_CHARACTERS.sub("_", begin.group(1).strip()) or "file"
             ctype = mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream"
             walk.attachments.append(ParsedPart(name, ctype, None, "attachment", data))
             kept.append(text[pos : begin.start()])
@@ -632,7 +639,8 @@ def _mislabelled_base64(part: Message, charset: str | None) -> bool:
     if transfer.transfer_encoding(part.get("content-transfer-encoding")) != "base64":
         return False
     raw = _raw_payload(part)
-    foreign = len(_NOT_BASE64_TEXT.sub(b"", raw[:4096]))
+    sample = b"\n".join(line.strip() for line in raw[:4096].splitlines())  # RFC 2045 6.8
+    foreign = len(_NOT_BASE64_TEXT.sub(b"", sample))
     return foreign * 50 > min(len(raw), 4096) and _is_text(raw, charset)
 
 

@@ -8,6 +8,7 @@ decodes every other body; RTF is unpacked (compressed_rtf) and read as text (str
 from __future__ import annotations
 
 import mimetypes
+import re
 import struct
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ import compressed_rtf
 import tnefparse
 from striprtf.striprtf import rtf_to_text
 from tnefparse.codepage import Codepage
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")  # out of file names (they reach terminals too)
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ def _filename(attachment: tnefparse.TNEFAttachment, codepage: str | None) -> str
     if isinstance(name, bytes):
         name = name.decode(codepage or "cp1252", "replace")
     text = str(name).encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
-    return text.strip("\x00").strip()
+    return _CONTROL.sub("_", text.strip("\x00").strip())
 
 
 def _bodies(tnef: tnefparse.TNEF, files: tuple[WinmailFile, ...]) -> Winmail:

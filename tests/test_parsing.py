@@ -7,6 +7,7 @@ import hashlib
 import quopri
 import random
 import struct
+import time
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -765,3 +766,36 @@ def test_a_parameter_line_that_lost_its_indent_continues_its_field():
         "application/zip",
         b"PK\x03\x04",
     )
+
+
+def test_a_thousand_addresses_without_commas_are_all_read():
+    raw = b"To: " + b"".join(b"<u%d@x.example>" % i for i in range(1500)) + b"\r\n\r\nx\r\n"
+    mail = parse_message(raw)
+    assert len(mail.to) == 1500 and mail.text == "x\n"
+
+
+def test_base64_text_with_trailing_blanks_on_its_lines_is_decoded():
+    words = base64.encodebytes("Grüße aus dem Büro. ".encode() * 20).replace(b"\n", b"  \r\n")
+    raw = b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    assert parse_message(raw + words).text == "Grüße aus dem Büro. " * 20
+
+
+def test_a_picture_the_html_already_shows_is_not_placed_again():
+    raw = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b'Content-Type: multipart/related; boundary="r"\r\n\r\n'
+        b'--r\r\nContent-Type: text/html\r\n\r\n<p>Logo <img src="cid:logo@x"></p>\r\n'
+        b"--r\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n\r\npng\r\n--r--\r\n"
+        b"--m\r\nContent-Type: text/html\r\n\r\n<p>List footer</p>\r\n--m--\r\n"
+    )
+    html = parse_message(raw).html or ""
+    assert html.count("cid:logo@x") == 1 and "List footer" in html
+
+
+def test_uuencode_names_lose_control_characters_and_long_blanks_cost_nothing():
+    raw = b"\r\n\r\nbegin 644 a\x1b[31m.txt\r\n#86)C\r\n`\r\nend\r\n"
+    (part,) = parse_message(raw).attachments
+    assert part.filename == "a_[31m.txt" and part.data == b"abc"
+    started = time.perf_counter()
+    parse_message(b"\r\n\r\nbegin 644 " + b" " * 200_000 + b"x\r\nend\r\n")
+    assert time.perf_counter() - started < 2
