@@ -960,6 +960,25 @@ def _decode(data: bytes | object, charset: str | None) -> str:
 
 
 def _html_text(html: str) -> str:
-    text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html[: MAX_TEXT_CHARS * 4])
+    text = _without_scripts(html[: MAX_TEXT_CHARS * 4])
     text = re.sub(r"(?i)<br\s*/?>|</(?:p|div|tr|li|h\d)\s*>", "\n", text)
     return unescape(re.sub(r"<[^>]*>", " ", text))
+
+
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b")
+
+
+def _without_scripts(html: str) -> str:
+    """`html` without its script and style elements; an unclosed one runs to the end. Linear:
+    each search starts where the last element ended (a lazy regex over the rest of the text
+    per unclosed tag was quadratic)."""
+    lowered = html.lower()
+    kept, pos = [], 0
+    while opening := _SCRIPT_OR_STYLE.search(lowered, pos):
+        kept.append(html[pos : opening.start()])
+        closing = lowered.find(f"</{opening.group(1)}", opening.end())
+        if closing < 0:
+            return " ".join(kept)
+        pos = lowered.find(">", closing) + 1 or len(html)
+    kept.append(html[pos:])
+    return " ".join(kept)

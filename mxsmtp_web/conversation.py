@@ -519,18 +519,20 @@ def _cut_signature(lines: list[str]) -> list[str]:
 
 
 def _signature_start(lines: list[str], closings: bool = True) -> int | None:
+    # Lines with text after each index, counted once from the end: counting them again for
+    # every closing line took time quadratic in the lines ("lg\n" x 16,000: 6 s).
+    after = [0] * (len(lines) + 1)
+    for index in range(len(lines) - 1, -1, -1):
+        after[index] = after[index + 1] + bool(lines[index].strip())
     for index, line in enumerate(lines):
         if _SIG_DASHES.match(line) or _SEPARATOR.match(line):
             return index
         if _SENT_FROM.match(line) and len(line.split()) <= 10:
             return index
-        if closings and index and _CLOSING.match(line) and _short_tail(lines[index + 1 :]):
+        short_tail = after[index + 1] <= MAX_SIGNATURE_LINES
+        if closings and index and short_tail and _CLOSING.match(line):
             return index
     return None
-
-
-def _short_tail(lines: list[str]) -> bool:
-    return sum(1 for line in lines if line.strip()) <= MAX_SIGNATURE_LINES
 
 
 # --- HTML to text -------------------------------------------------------------------------

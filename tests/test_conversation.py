@@ -429,3 +429,9 @@ def test_hostile_bodies_stay_fast() -> None:
         reply_text(body, None)
         reply_text(None, f"<div>{body}</div>")
         assert time.perf_counter() - started < 5
+
+
+def test_many_closing_lines_are_read_in_linear_time() -> None:
+    started = time.perf_counter()
+    assert reply_text("x\n" + "lg\n" * 16_000, None) is not None
+    assert time.perf_counter() - started < 2  # was 6 s: the tail was counted for every line
