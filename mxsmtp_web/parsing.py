@@ -232,7 +232,9 @@ def _repair(text: str) -> str:
         data = match.group().encode("utf-8", "surrogateescape")
         try:
             return data.decode("utf-8")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as error:
+            if error.start >= len(data) - 3 and error.reason == "unexpected end of data":
+                return data[: error.start].decode("utf-8") + "\ufffd"  # a name cut mid-letter
             return data.decode("cp1252", "replace")
 
     return _LONE_SURROGATES.sub("\ufffd", _ESCAPED_BYTES.sub(decode_run, text))

@@ -799,3 +799,13 @@ def test_uuencode_names_lose_control_characters_and_long_blanks_cost_nothing():
     started = time.perf_counter()
     parse_message(b"\r\n\r\nbegin 644 " + b" " * 200_000 + b"x\r\nend\r\n")
     assert time.perf_counter() - started < 2
+
+
+def test_a_utf_8_name_cut_in_the_middle_of_a_letter_keeps_the_rest():
+    name = "отчёт чт".encode()[:-1]  # mailers cut long names at a byte count
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Disposition: attachment; filename="' + name + b'"\r\n\r\nx\r\n--b--\r\n'
+    )
+    (part,) = parse_message(raw).attachments
+    assert part.filename == "отчёт ч\ufffd"
