@@ -37,6 +37,7 @@ _LABELS = {
 }
 
 _BLANKS = b" \t\r\n\f\v"
+_COMMENT = re.compile(r"\([^()]*\)")  # RFC 2045 5.1: comments are allowed in the field
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 _PADDING = re.compile(rb"=+")
 _BASE64_RUNS = re.compile(rb"[A-Za-z0-9+/=]+")  # removed, it leaves what base64 never holds
@@ -54,7 +55,7 @@ class Decoded:
 def transfer_encoding(label: object) -> str:
     """The encoding a Content-Transfer-Encoding value means: ``base64``,
     ``quoted-printable``, ``uuencode``, ``identity``, or the cleaned label when unknown."""
-    text = str(label or "").strip().strip("\"'").split(";")[0].strip().lower()
+    text = _COMMENT.sub(" ", str(label or "")).strip().strip("\"'").split(";")[0].strip().lower()
     return _LABELS.get(text, text)
 
 
