@@ -18,7 +18,8 @@ def lines(encoded: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     ("label", "meaning"),
-    [("Base64 ", "base64"), ("base64 (as sent)", "base64"), (' "BASE64"', "base64"), ("Quoted-Printable", "quoted-printable"),
+    [("Base64 ", "base64"), ("base64 (as sent)", "base64"), (' "BASE64"', "base64"),
+     ("Quoted-Printable", "quoted-printable"),
      ("8bit", "identity"), ("", "identity"), ("x-uue", "uuencode"), ("x-gzip64", "x-gzip64")],
 )  # fmt: skip
 def test_labels_are_read_case_and_blank_insensitively(label: str, meaning: str) -> None:
