@@ -67,6 +67,7 @@ from email.message import Message
 from email.utils import getaddresses
 from html import unescape
 
+from . import charsets
 from .parsing import ParsedMail
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ _NOT_DELIVERY_REPORTS = frozenset({"feedback-report", "disposition-notification"
 
 def bounce_signal(parsed: ParsedMail) -> str | None:
     """Which header makes this message worth reading as a bounce, or None (most mail)."""
-    content_type = (_header(parsed, "content-type") or "").lower().lstrip()
+    content_type = (parsed.header("content-type") or "").lower().lstrip()
     if content_type.startswith("multipart/report"):
         if _report_type(content_type) not in _NOT_DELIVERY_REPORTS:
             return "multipart/report"
@@ -162,7 +163,7 @@ def bounce_signal(parsed: ParsedMail) -> str | None:
         part.content_type in _DSN_TYPES for part in parsed.attachments
     ):
         return "delivery-status part"
-    if _header(parsed, "x-failed-recipients"):
+    if parsed.header("x-failed-recipients"):
         return "X-Failed-Recipients"
     if _null_sender(parsed):
         return "null sender"
@@ -173,10 +174,6 @@ def bounce_signal(parsed: ParsedMail) -> str | None:
     return None
 
 
-def _header(parsed: ParsedMail, name: str) -> str | None:
-    return next((value for key, value in parsed.headers if key.lower() == name), None)
-
-
 def _report_type(content_type: str) -> str:
     match = re.search(r"report-type\s*=\s*\"?([\w-]+)", content_type, re.IGNORECASE)
     return match.group(1).lower() if match else ""
@@ -184,7 +181,7 @@ def _report_type(content_type: str) -> str:
 
 def _null_sender(parsed: ParsedMail) -> bool:
     """Return-Path ``<>`` (RFC 5321 4.5.5) or a From of ``<>``; a missing From is no sign."""
-    return (_header(parsed, "return-path") or "").strip() == "<>" or (
+    return (parsed.header("return-path") or "").strip() == "<>" or (
         parsed.from_.strip().endswith("<>")
     )
 
@@ -227,7 +224,7 @@ _ANSWER_SUBJECT = re.compile(r"^\s*(?:re|aw|sv|antw|fw|fwd|wg|tr|rv|doorst)\s*:"
 
 def _answer_by_a_person(parsed: ParsedMail) -> bool:
     """A reply or forward, or an auto-reply (RFC 3834), whose subject quotes a bounce's."""
-    submitted = (_header(parsed, "auto-submitted") or "").lower()
+    submitted = (parsed.header("auto-submitted") or "").lower()
     return bool(_ANSWER_SUBJECT.match(parsed.subject)) or "auto-replied" in submitted
 
 
@@ -463,7 +460,7 @@ def _address_in(value: str) -> str | None:
 def _failed_recipient(parsed: ParsedMail, raw: bytes, text: str) -> tuple[str | None, str]:
     """The failed recipient of a bounce in no RFC 3464 form, and which reader found it:
     Exim's X-Failed-Recipients, else flufl.bounce's detectors."""
-    failed = _addresses(_header(parsed, "x-failed-recipients") or "")
+    failed = _addresses(parsed.header("x-failed-recipients") or "")
     if failed:
         return _as_written(failed[0], text), "X-Failed-Recipients"
     temporary, permanent = _flufl_failures(raw)
@@ -948,15 +945,15 @@ def _part_text(part: Message) -> str:
 
 
 def _decode(data: bytes | object, charset: str | None) -> str:
+    """Text of a report part, read as the parser reads bodies (charsets.py's labels)."""
     if not isinstance(data, bytes):
         return ""
-    for name in (charset, "utf-8"):
-        if name:
-            try:
-                return data.decode(name, "replace")
-            except (LookupError, ValueError):
-                continue
-    return data.decode("latin-1")
+    for codec in [*charsets.codecs_for(charset), "utf-8"]:
+        try:
+            return charsets.decode(data, codec)
+        except (UnicodeDecodeError, LookupError, ValueError):
+            continue
+    return data.decode("utf-8", "replace")
 
 
 def _html_text(html: str) -> str:

@@ -99,10 +99,6 @@ def references(parsed: ParsedMail) -> list[str]:
 # --- kinds ------------------------------------------------------------------------------
 
 
-def _header(parsed: ParsedMail, name: str) -> str | None:
-    return next((value for key, value in parsed.headers if key.lower() == name), None)
-
-
 def _header_values(parsed: ParsedMail, name: str) -> list[str]:
     """Every value of a header, lower case: list software adds its own ``Precedence`` next
     to the sender's (a Mailman digest has ``list`` and ``bulk``), so reading only the first
@@ -116,7 +112,7 @@ def _auto_reply_reason(parsed: ParsedMail) -> str | None:
         if submitted and submitted != "no":
             return f"Auto-Submitted: {submitted}"
     for name in _AUTO_HEADERS:
-        if _header(parsed, name) is not None:
+        if parsed.header(name) is not None:
             return f"{name} header"
     for precedence in _header_values(parsed, "precedence"):
         if precedence in _AUTO_PRECEDENCE:

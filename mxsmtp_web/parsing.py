@@ -72,6 +72,11 @@ class ParsedMail:
     attachments: tuple[ParsedPart, ...]
     defects: tuple[str, ...]
 
+    def header(self, name: str) -> str | None:
+        """The first header field called `name` (case-insensitive), decoded; else None."""
+        lowered = name.lower()
+        return next((value for key, value in self.headers if key.lower() == lowered), None)
+
 
 @dataclass
 class _Walk:
