@@ -25,6 +25,8 @@ from typing import Any
 from . import addresses, charsets, mime_scan, tnef, transfer
 from .transfer import Decoded
 
+#: Defects listed per message at most.
+MAX_DEFECTS = 100
 #: Deeper MIME nesting than this is not walked (real mail rarely passes 5 levels).
 MAX_MIME_DEPTH = 40
 
@@ -102,9 +104,14 @@ class _Walk:
         return self._enclosed.pop() if self._enclosed else None
 
     def note(self, defect: str) -> None:
+        """Record `defect` once; at most MAX_DEFECTS of them (a header of 15,000 broken
+        encoded words must not make a list of 15,000)."""
         defect = _repair(defect)
-        if defect not in self.defects:
-            self.defects.append(defect)
+        if defect in self.defects or len(self.defects) > MAX_DEFECTS:
+            return
+        if len(self.defects) == MAX_DEFECTS:
+            defect = f"more than {MAX_DEFECTS} defects; the rest are not listed"
+        self.defects.append(defect)
 
     @property
     def text(self) -> str | None:

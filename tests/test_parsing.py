@@ -17,7 +17,13 @@ import compressed_rtf
 import pytest
 import tnefparse
 
-from mxsmtp_web.parsing import MAX_UUENCODED_FILES, ParsedMail, ParsedPart, parse_message
+from mxsmtp_web.parsing import (
+    MAX_DEFECTS,
+    MAX_UUENCODED_FILES,
+    ParsedMail,
+    ParsedPart,
+    parse_message,
+)
 
 DATA = Path(__file__).parent / "data"
 PNG_SHA256 = "6b7fa434f92a8b80aab02d9bf1a12e49ffcae424e4013a1c4f68b67e3d2bbcd0"
@@ -809,3 +815,21 @@ def test_a_utf_8_name_cut_in_the_middle_of_a_letter_keeps_the_rest():
     )
     (part,) = parse_message(raw).attachments
     assert part.filename == "отчёт ч\ufffd"
+
+
+def test_defects_are_listed_once_and_at_most_a_hundred():
+    raw = b"Subject: " + b" ".join(b"=?x-bad%d?q?a?=" % i for i in range(500)) + b"\r\n\r\nx"
+    defects = parse_message(raw).defects
+    assert len(defects) == MAX_DEFECTS + 1
+    assert defects[-1] == f"more than {MAX_DEFECTS} defects; the rest are not listed"
+
+
+def test_an_rtf_body_larger_than_the_limit_is_left_out():
+    from mxsmtp_web.tnef import MAX_RTF_BYTES
+
+    stream = struct.pack("<II", 16, MAX_RTF_BYTES + 1) + b"LZFu" + b"\x00" * 8
+    props = tnef_record(
+        LEVEL_MESSAGE, ATT_MSG_PROPS, mapi_props(PT_BINARY, PR_RTF_COMPRESSED, stream)
+    )
+    mail = parse_message(winmail_mail(build_tnef(extra=(props,))))
+    assert any("RTF body is larger than" in defect for defect in mail.defects)
