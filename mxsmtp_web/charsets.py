@@ -18,7 +18,7 @@ import re
 WHATWG_LABELS: dict[str, str] = {
     # windows-1252: the standard reads Latin-1 and ASCII labels as cp1252.
     **dict.fromkeys(
-        ("ansi_x3.4-1968", "cp819", "csisolatin1", "ibm819", "iso-8859-1", "iso-ir-100",
+        ("cp819", "csisolatin1", "ibm819", "iso-8859-1", "iso-ir-100",
          "iso8859-1", "iso88591", "iso_8859-1", "iso_8859-1:1987", "l1", "latin1",
          "x-cp1252", "windows-1252", "cp1252"),
         "cp1252",
