@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import schema
+from . import database
 from .extensions import db
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,10 +30,31 @@ def instance_path_from_env() -> str | None:
     return str(Path(value).expanduser().resolve()) if value else None
 
 
-def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True) -> Flask:
+def boot_value(key: str, instance: Path) -> str | None:
+    """A boot setting as `create_app` reads it, for code that runs without an app (reply
+    addresses in a hook): MXSMTP_<KEY>, else <KEY> in instance/config.py."""
+    value = os.environ.get(f"MXSMTP_{key}")
+    if value:
+        return value
+    path = instance / "config.py"
+    try:
+        source = path.read_bytes()
+    except OSError:
+        return None
+    namespace: dict[str, Any] = {"__file__": str(path)}
+    exec(compile(source, str(path), "exec"), namespace)  # as Flask's from_pyfile does
+    found = namespace.get(key)
+    return str(found) if found else None
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None, *, web: bool = True, upgrade: bool = True
+) -> Flask:
     """Build the app. Boot config comes from defaults, then `instance/config.py`, then
     `MXSMTP_*` environment variables, then `test_config`. `web=False` leaves out the admin
-    pages, for CLI commands that must start fast."""
+    pages, for CLI commands that must start fast. The database is brought to this code's
+    schema revision unless `upgrade` is False; a database that cannot be used raises
+    `database.DatabaseError`."""
     app = Flask(
         __name__,
         instance_path=instance_path_from_env(),
@@ -44,21 +65,20 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True
     instance = Path(app.instance_path)
     _make_private_dir(instance)
     _make_private_dir(instance / HOOKS_DIR_NAME)
-    app.config.from_mapping(
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{instance / DATABASE_NAME}",
-        HOOKS_DIR=str(instance / HOOKS_DIR_NAME),
-    )
+    app.config.from_mapping(HOOKS_DIR=str(instance / HOOKS_DIR_NAME))
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("MXSMTP")
     if test_config:
         app.config.from_mapping(test_config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _load_or_create_secret(instance / SECRET_KEY_NAME)
-    _create_private_database_file(app.config["SQLALCHEMY_DATABASE_URI"])
+    url = database.configured_url(app.config, instance / DATABASE_NAME)
+    app.config["SQLALCHEMY_DATABASE_URI"] = url
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database.engine_options(url))
+    _create_private_database_file(url)
     db.init_app(app)
     with app.app_context():
-        db.create_all()
-        schema.init_schema()
+        database.prepare(db.engine, url, upgrade=upgrade)
     if web:
         from .web import init_app as init_web
 
@@ -98,12 +118,11 @@ def _load_or_create_secret(path: Path) -> str:
     return key
 
 
-def _create_private_database_file(uri: str) -> None:
+def _create_private_database_file(url: database.URL) -> None:
     """SQLite would create the file with the umask's mode; create it owner-only first."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix) or uri == prefix or ":memory:" in uri:
+    if url.get_backend_name() != "sqlite" or not url.database or ":memory:" in url.database:
         return
-    path = Path(uri[len(prefix) :])
+    path = Path(url.database)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))

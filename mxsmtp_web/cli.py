@@ -21,8 +21,8 @@ from . import create_app
 BODY_WAIT_SECONDS = 5.0
 
 
-def _app() -> Flask:
-    return create_app(web=False)
+def _app(**options: Any) -> Flask:
+    return create_app(web=False, **options)
 
 
 def _fail(message: str) -> None:
@@ -36,25 +36,66 @@ def _configure_logging() -> None:
     )
     # aiosmtpd logs every command at INFO; our own log says what was accepted or refused.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # Alembic says which migrations it runs (worth a line each), and much else at INFO.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A database that cannot be used, or a bad boot setting, ends any command with one line
+    that names the setting, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .database import DatabaseError
+        from .settings import SettingError
+
+        try:
+            return super().invoke(ctx)
+        except (DatabaseError, SettingError) as error:
+            _fail(str(error))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """mxsmtp: an inbound mail server inside a Flask application.
 
     The instance folder (database, secret key, hooks/) is ./instance, or the folder named by
-    the MXSMTP_INSTANCE environment variable.
+    the MXSMTP_INSTANCE environment variable; the database is the instance's SQLite file,
+    or the one MXSMTP_DATABASE_URL names (sqlite:///PATH or postgresql://...).
     """
 
 
 # --- running -----------------------------------------------------------------------------
 
+WORKERS_HELP = (
+    "Worker processes this node runs to parse stored bodies (default: one per core beside "
+    "the listener's; 0: leave it to separate `mxsmtp worker` processes)."
+)
+LISTEN_HELP = (
+    "ADDRESS:PORT this node listens on, instead of the shared listen_address and port "
+    "settings (also MXSMTP_LISTEN)."
+)
+
+
+def _node_options(app: Flask, workers: int | None, listen: str | None) -> None:
+    """Boot config of this node from its command line: worker count and own listen address
+    (checked here, so a typo ends the command with one line)."""
+    from .settings import parse_listen
+
+    if workers is not None:
+        app.config["WORKERS"] = workers
+    if listen:
+        app.config["LISTEN"] = listen
+    if app.config.get("LISTEN"):
+        parse_listen(str(app.config["LISTEN"]))
+
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Web address to bind.")
 @click.option("--port", default=8025, show_default=True, type=int, help="Web port to bind.")
-def serve(host: str, port: int) -> None:
-    """Run the web app (waitress) and the SMTP listener in one process."""
+@click.option("--workers", type=click.IntRange(min=0), default=None, help=WORKERS_HELP)
+@click.option("--listen", default=None, metavar="ADDRESS:PORT", help=LISTEN_HELP)
+def serve(host: str, port: int, workers: int | None, listen: str | None) -> None:
+    """Run the web app (waitress), the SMTP listener and its workers in one process."""
     from waitress.server import create_server
 
     from .smtp.listener import start_listener
@@ -62,6 +103,8 @@ def serve(host: str, port: int) -> None:
     _configure_logging()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # before anything can be stopped
     app = create_app()
+    _node_options(app, workers, listen)
+    _warn_on_other_secret(app)
     listener = start_listener(app)
     server = None
     try:
@@ -81,22 +124,110 @@ def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-@main.command()
-def smtp() -> None:
-    """Run the SMTP listener alone, in the foreground."""
-    from .smtp.listener import start_listener
+def _warn_on_other_secret(app: Flask) -> None:
+    from . import nodes
 
-    _configure_logging()
+    with app.app_context():
+        problem = nodes.check_secret_key(app.config["SECRET_KEY"])
+    if problem:
+        logging.getLogger("mxsmtp_web.nodes").warning(problem)
+        click.echo(f"warning: {problem}", err=True)
+
+
+def _stop_event() -> threading.Event:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    listener = start_listener(_app())
+    return stop
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=0), default=None, help=WORKERS_HELP)
+@click.option("--listen", default=None, metavar="ADDRESS:PORT", help=LISTEN_HELP)
+def smtp(workers: int | None, listen: str | None) -> None:
+    """Run the SMTP listener (and its workers) alone, in the foreground."""
+    from .smtp.listener import start_listener
+
+    _configure_logging()
+    stop = _stop_event()
+    app = _app()
+    _node_options(app, workers, listen)
+    _warn_on_other_secret(app)
+    listener = start_listener(app)
     click.echo(f"SMTP: {listener.state.describe()}  (Ctrl-C to stop)")
     while not stop.wait(0.5):
         if not listener.state.running:
             _fail("the SMTP listener stopped; see the log above")
     click.echo("stopping: finishing messages in DATA…")
     listener.stop()
+
+
+@main.command()
+def worker() -> None:
+    """Parse, sanitise and index stored messages (the queue's other end), in the foreground.
+    Run as many as you like, on any machine that reaches the database."""
+    from .worker import run_worker
+
+    _configure_logging()
+    stop = _stop_event()
+    app = _app()
+    _warn_on_other_secret(app)
+    click.echo("worker: taking messages from the queue  (Ctrl-C to stop)")
+    completed = run_worker(app, stop)
+    click.echo(f"worker: stopped after {completed} message(s)")
+
+
+# --- the database --------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """The database schema: its revision and migrations."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration this release has (also done at the start of serve, smtp and
+    worker); prints the revision the database is at."""
+    from . import database
+    from .extensions import db
+
+    app = _app(upgrade=False)
+    with app.app_context():
+        before = _revision(db.engine)
+        database.prepare(db.engine, db.engine.url)
+        after = _revision(db.engine)
+    if before == after:
+        click.echo(f"already at {after} (head)")
+    else:
+        click.echo(f"upgraded {before or 'a new database'} -> {after} (head)")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Print the revision the database is at, and whether it is this release's head."""
+    from . import database
+    from .extensions import db
+
+    app = _app(upgrade=False)
+    with app.app_context():
+        revision = _revision(db.engine)
+    if revision is None:
+        click.echo("none (not yet migrated: `mxsmtp db upgrade`)")
+    elif revision == database.HEAD:
+        click.echo(f"{revision} (head)")
+    else:
+        click.echo(f"{revision} (this release's head is {database.HEAD}: `mxsmtp db upgrade`)")
+
+
+def _revision(engine: Any) -> str | None:
+    from . import database
+
+    try:
+        with engine.connect() as connection:
+            return database.current_revision(connection)
+    except Exception as error:
+        raise database.unreachable(engine.url, error) from error
 
 
 # --- settings ----------------------------------------------------------------------------

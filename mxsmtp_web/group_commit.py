@@ -26,13 +26,16 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import Flask
 from sqlalchemy import Connection, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from .database import engine_options
 from .extensions import SQLITE_BUSY_TIMEOUT_MS, db  # and the connect event: WAL, synchronous
 from .storage import StorageUnavailable, storage_error
 
@@ -78,6 +81,10 @@ class Database:
         with app.app_context():
             url = db.engine.url.render_as_string(hide_password=False)
         return cls(url, app.config.get("SQLITE_BUSY_TIMEOUT_MS", SQLITE_BUSY_TIMEOUT_MS))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
 
 
 def frame(value: object) -> list[bytes]:
@@ -293,7 +300,10 @@ class GroupCommit:
     """Writes jobs in batches on one connection whose driver leaves transactions to us."""
 
     def __init__(self, database: Database) -> None:
-        self._engine = create_engine(database.url)
+        url = make_url(database.url)
+        options = {**engine_options(url), "pool_size": 1, "max_overflow": 0}
+        self._engine = create_engine(url, **(options if not database.is_sqlite else {}))
+        self._sqlite = database.is_sqlite
         self._busy_timeout_ms = database.busy_timeout_ms
         self._connection: Connection | None = None
 
@@ -315,9 +325,10 @@ class GroupCommit:
             with connection.begin():
                 # Take the write lock first (waiting if need be): a transaction that reads
                 # first and writes later can fail at once in WAL mode ("database is locked").
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                if self._sqlite:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 for job_id, job in batch:
-                    outcomes.append((job_id, *_run_job(connection, job)))
+                    outcomes.append((job_id, *run_job(connection, job)))
         except (SQLAlchemyError, sqlite3.Error) as error:  # the commit failed: nobody is stored
             log.error("group commit of %d job(s) failed: %s", len(batch), error)
             self._reset()
@@ -325,11 +336,26 @@ class GroupCommit:
             return [(job_id, None, failure) for job_id, _ in batch]
         return outcomes
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction on the writer's connection, for work that reads and writes in it
+        (PostgreSQL's claims); storage errors come out as StorageUnavailable."""
+        try:
+            connection = self._connect()
+            with connection.begin():
+                if self._sqlite:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                yield connection
+        except (SQLAlchemyError, sqlite3.Error) as error:
+            self._reset()
+            raise storage_error(error) from error
+
     def read(self, query: Callable[[Connection, Any], T], *args: Any) -> T:
         """Run a read on the same connection, outside any write transaction."""
         connection = self._connect()
         try:
-            return query(connection, *args)
+            with connection.begin():  # SQLite's driver is left in autocommit: no BEGIN
+                return query(connection, *args)
         except (SQLAlchemyError, sqlite3.Error) as error:
             self._reset()
             raise storage_error(error) from error
@@ -341,6 +367,8 @@ class GroupCommit:
     def _connect(self) -> Connection:
         if self._connection is None:
             self._connection = self._engine.connect()
+            if not self._sqlite:
+                return self._connection
             driver = self._connection.connection.driver_connection
             driver.isolation_level = None
             driver.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -374,8 +402,10 @@ def _next_batch(
     return batch, False
 
 
-def _run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | None]:
+def run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | None]:
     """Run `job` in a savepoint of its own: a failure undoes only this job."""
+    if connection.dialect.name != "sqlite":
+        return _run_job_in_savepoint(connection, job)
     driver = connection.connection.driver_connection
     driver.execute("SAVEPOINT job")
     try:
@@ -388,6 +418,19 @@ def _run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | Non
         log.exception("write job failed")  # a bug in one job must not stop the writer
         return None, _sendable(error)
     driver.execute("RELEASE job")
+    return value, None
+
+
+def _run_job_in_savepoint(connection: Connection, job: Job) -> tuple[Any, BaseException | None]:
+    """_run_job through SQLAlchemy's savepoints (PostgreSQL)."""
+    try:
+        with connection.begin_nested():
+            value = job(connection)
+    except SQLAlchemyError as error:
+        return None, storage_error(error)
+    except Exception as error:
+        log.exception("write job failed")
+        return None, _sendable(error)
     return value, None
 
 

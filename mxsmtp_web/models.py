@@ -7,10 +7,35 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary
+from sqlalchemy import String as _String
+from sqlalchemy import Text as _Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
+
+
+class _NoNul(TypeDecorator):
+    """PostgreSQL's text cannot hold NUL, which hostile mail puts anywhere (a subject, a
+    body, a file name): there it is stored as U+FFFD. SQLite keeps it as it came."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        if value and dialect.name == "postgresql" and "\x00" in value:  # type: ignore[attr-defined]
+            return value.replace("\x00", "\ufffd")
+        return value
+
+
+class Text(_NoNul):
+    impl = _Text
+    cache_ok = True
+
+
+class String(_NoNul):
+    impl = _String
+    cache_ok = True
 
 
 class Status(StrEnum):
@@ -63,6 +88,7 @@ class ListenerStatus(db.Model):
     """What each process's listener last reported, so any web worker can show it."""
 
     node: Mapped[str] = mapped_column(String(255), primary_key=True)  # host:pid
+    role: Mapped[str] = mapped_column(String(16), default="smtp")  # smtp or worker
     state: Mapped[str] = mapped_column(Text, default="")
     listening: Mapped[bool] = mapped_column(default=False)
     address: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -73,6 +99,13 @@ class ListenerStatus(db.Model):
 
 class Setting(db.Model):
     """One runtime setting; absent keys take their defaults from `settings.SPECS`."""
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ClusterFact(db.Model):
+    """What every node of one database must agree on, written by the first node to start."""
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
@@ -185,8 +218,28 @@ Index("ix_message_status_received", Message.status, Message.received_at)
 Index("ix_message_kind_received", Message.kind, Message.received_at)
 # Partial: most mail is no reply, and a NULL costs no index entry. parent_id's index also
 # serves ON DELETE SET NULL, so a purge does not scan the table for each deleted message.
-Index("ix_message_reply_ref", Message.reply_ref, sqlite_where=Message.reply_ref.is_not(None))
-Index("ix_message_parent", Message.parent_id, sqlite_where=Message.parent_id.is_not(None))
-Index("ix_message_thread", Message.thread_id, sqlite_where=Message.thread_id.is_not(None))
+Index(
+    "ix_message_reply_ref",
+    Message.reply_ref,
+    sqlite_where=Message.reply_ref.is_not(None),
+    postgresql_where=Message.reply_ref.is_not(None),
+)
+Index(
+    "ix_message_parent",
+    Message.parent_id,
+    sqlite_where=Message.parent_id.is_not(None),
+    postgresql_where=Message.parent_id.is_not(None),
+)
+Index(
+    "ix_message_thread",
+    Message.thread_id,
+    sqlite_where=Message.thread_id.is_not(None),
+    postgresql_where=Message.thread_id.is_not(None),
+)
 # Small: only the few messages whose bodies wait to be parsed are in it.
-Index("ix_message_unparsed", Message.id, sqlite_where=Message.parsed.is_(False))
+Index(
+    "ix_message_unparsed",
+    Message.id,
+    sqlite_where=Message.parsed.is_(False),
+    postgresql_where=Message.parsed.is_(False),
+)

@@ -24,7 +24,7 @@ from flask import Flask
 from sqlalchemy import Connection
 
 from . import conversation, storage
-from .group_commit import Database, GroupCommit, GroupCommitWriter, worker_context
+from .group_commit import Database, GroupCommit, GroupCommitWriter, run_job, worker_context
 from .hooks import Decision, HookMessage, HookRunner, SessionInfo
 from .models import Status
 from .parsing import ParsedMail, parse_headers, parse_message
@@ -99,8 +99,12 @@ class Processor:
         runner: HookRunner,
         writer: GroupCommitWriter | None = None,
         parse_pool: Executor | None = None,
+        *,
+        completes_bodies: bool = True,
     ) -> None:
         self.app = app
+        # False with `--workers 0`: separate `mxsmtp worker` processes parse the bodies.
+        self.completes_bodies = completes_bodies
         self.runner = runner
         self.writer = writer
         self.parse_pool = parse_pool
@@ -208,7 +212,8 @@ class Processor:
 
     def complete_later(self, message_id: int, settings: Settings) -> None:
         """Parse the body of a message stored with only its header block, soon."""
-        self.backlog.notify(settings)
+        if self.completes_bodies:
+            self.backlog.notify(settings)
 
     async def complete(self, message_ids: list[int], settings: Settings) -> None:
         """Parse the bodies of messages stored with only their header block and store them:
@@ -421,17 +426,19 @@ _shared_pool: Executor | None = None
 _shared_pool_lock = threading.Lock()
 
 
-def shared_parse_pool() -> Executor | None:
-    """One pool of parser processes per process, on the cores beside the event loop's; None on
-    a single core. From the fork server, not forked from here: the parent runs threads."""
+def shared_parse_pool(workers: int | None = None) -> Executor | None:
+    """One pool of parser processes per process: `workers` of them, or by default one per
+    core beside the event loop's (None on a single core, and for `workers=0`). From the fork
+    server, not forked from here: the parent runs threads."""
     global _shared_pool
     cores = os.cpu_count() or 1
-    if cores < 2:
+    size = min(cores - 1, MAX_PARSERS) if workers is None else workers
+    if size < 1:
         return None
     with _shared_pool_lock:
         if _shared_pool is None:
             _shared_pool = ProcessPoolExecutor(
-                max_workers=min(cores - 1, MAX_PARSERS),
+                max_workers=size,
                 mp_context=worker_context(),
                 initializer=start_parser,
                 initargs=(os.getpid(),),
@@ -532,24 +539,57 @@ def _store_body(
 _parser_writers: dict[Database, GroupCommit] = {}
 
 
-def complete_bodies(database: Database, message_ids: list[int], settings: Settings) -> None:
-    """Runs in a parser process (module-level: it pickles by name): read the messages, parse
-    them, store their bodies in one transaction, each in a savepoint of its own. A message
-    that cannot be parsed stays as received; a database error raises StorageUnavailable."""
+def complete_bodies(database: Database, message_ids: list[int] | None, settings: Settings) -> int:
+    """Runs in a parser or worker process (module-level: it pickles by name): read the
+    messages (`message_ids`, or the oldest waiting ones when None), parse them, store their
+    bodies in one transaction, each in a savepoint of its own; returns how many it took. A
+    message that cannot be parsed stays as received; a database error raises
+    StorageUnavailable."""
     writer = _parser_writers.get(database)
     if writer is None:
         writer = _parser_writers[database] = GroupCommit(database)
+    if not database.is_sqlite:
+        return _claim_and_complete(writer, message_ids, settings)
+    if message_ids is None:
+        message_ids = writer.read(_waiting, BODIES_PER_TRANSACTION)
+    rows = writer.read(storage.pending_bodies, message_ids) if message_ids else []
+    jobs = [(message_id, job) for message_id, job in _body_jobs(rows, settings)]
+    for _, _, error in writer.write(jobs) if jobs else ():
+        if error is not None:
+            raise error
+    return len(rows)
+
+
+def _waiting(connection: Connection, limit: int) -> list[int]:
+    return storage.unparsed_on(connection, limit)
+
+
+def _claim_and_complete(
+    writer: GroupCommit, message_ids: list[int] | None, settings: Settings
+) -> int:
+    """PostgreSQL: claim (rows locked, others' skipped), parse and store in one transaction,
+    so a worker that dies mid-way leaves its messages to the next."""
+    with writer.transaction() as connection:
+        rows = storage.claim_bodies(connection, message_ids, BODIES_PER_TRANSACTION)
+        for _, job in _body_jobs(rows, settings):
+            _, error = run_job(connection, job)
+            if error is not None:
+                raise error
+    return len(rows)
+
+
+def _body_jobs(
+    rows: list[tuple[int, bytes, str | None]], settings: Settings
+) -> list[tuple[int, Callable[[Connection], None]]]:
     jobs = []
-    for message_id, raw, reply_ref in writer.read(storage.pending_bodies, message_ids):
+    for message_id, raw, reply_ref in rows:
         try:
             parsed, html, facts = parse_and_sanitise(raw, settings, reply_ref)
         except Exception:
             log.exception("parsing message %s failed; it stays as received", message_id)
             continue
         jobs.append((message_id, partial(_store_body, message_id, parsed, html, facts)))
-    for _, _, error in writer.write(jobs) if jobs else ():
-        if error is not None:
-            raise error
+    return jobs
 
 
 def parse_and_sanitise(raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:

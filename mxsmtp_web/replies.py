@@ -47,6 +47,7 @@ from . import (
     SECRET_KEY_NAME,
     _load_or_create_secret,
     _make_private_dir,
+    boot_value,
     instance_path_from_env,
 )
 from .settings import machine_fqdn
@@ -257,15 +258,20 @@ def _token_of(address: str, separator: str) -> str | None:
 
 
 def _current_key(instance: Path) -> bytes:
-    """The instance secret, created as `create_app` would create it when it is missing."""
+    """The instance secret (MXSMTP_SECRET_KEY or SECRET_KEY in config.py, else the file),
+    created as `create_app` would create it when it is missing."""
+    configured = boot_value("SECRET_KEY", instance)
+    if configured:
+        return configured.encode()
     _make_private_dir(instance)
     return _load_or_create_secret(instance / SECRET_KEY_NAME).encode()
 
 
 def _known_keys(instance: Path) -> list[bytes]:
     """The current key and, during a rotation, the previous one. Read, never created."""
-    keys = []
-    for name in (SECRET_KEY_NAME, PREVIOUS_KEY_NAME):
+    configured = boot_value("SECRET_KEY", instance)
+    keys = [configured.encode()] if configured else []
+    for name in (PREVIOUS_KEY_NAME,) if configured else (SECRET_KEY_NAME, PREVIOUS_KEY_NAME):
         try:
             text = (instance / name).read_text().strip()
         except FileNotFoundError:
@@ -275,20 +281,41 @@ def _known_keys(instance: Path) -> list[bytes]:
     return keys
 
 
+_WANTED_SETTINGS = ("reply_domain", "host_name", "reply_separator")
+
+
 def _stored_settings(instance: Path) -> dict[str, str]:
-    """The settings this module needs, read straight from the database file (no app, no
-    SQLAlchemy), read-only. A missing database or table means defaults."""
-    path = instance / DATABASE_NAME
+    """The settings this module needs, read straight from the instance's database (no app,
+    no SQLAlchemy), read-only: the PostgreSQL server MXSMTP_DATABASE_URL names, else the
+    SQLite file. A missing database or table means defaults."""
+    url = boot_value("DATABASE_URL", instance) or ""
+    if url.startswith(("postgresql:", "postgres:", "postgresql+psycopg:")):
+        return _postgresql_settings(url)
+    path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+    path = path or instance / DATABASE_NAME
     if not path.exists():
         return {}
-    wanted = ("reply_domain", "host_name", "reply_separator")
     try:
         uri = f"{path.as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
             rows = connection.execute(
-                "SELECT key, value FROM setting WHERE key IN (?, ?, ?)", wanted
+                "SELECT key, value FROM setting WHERE key IN (?, ?, ?)", _WANTED_SETTINGS
             ).fetchall()
     except sqlite3.Error:
+        return {}
+    return {key: (value or "").strip() for key, value in rows}
+
+
+def _postgresql_settings(url: str) -> dict[str, str]:
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg:", "postgresql:", 1)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=5, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT key, value FROM setting WHERE key = ANY(%s)", (list(_WANTED_SETTINGS),)
+            ).fetchall()
+    except psycopg.Error:
         return {}
     return {key: (value or "").strip() for key, value in rows}
 

@@ -1,10 +1,11 @@
-"""The web admin's read queries: inbox search (SQLite FTS5), filters, sort orders and pages,
-read marks, single parts for downloads and previews, and the refusals list. Writes of mail
-stay in `storage`."""
+"""The web admin's read queries: inbox search (SQLite FTS5, PostgreSQL tsvector), filters,
+sort orders and pages, read marks, single parts for downloads and previews, and the refusals
+list. Writes of mail stay in `storage`."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -66,6 +67,12 @@ MESSAGE_SORTS = {
     "subject": Message.subject.collate("NOCASE"),
     "from": Message.from_header.collate("NOCASE"),
 }
+#: PostgreSQL has no NOCASE collation: its indexes are on lower(subject), lower(from_header).
+PG_MESSAGE_SORTS = {
+    **MESSAGE_SORTS,
+    "subject": func.lower(Message.subject),
+    "from": func.lower(Message.from_header),
+}
 
 
 def fts_query(words: str) -> str | None:
@@ -77,12 +84,48 @@ def fts_query(words: str) -> str | None:
     return " ".join('"' + term.replace('"', '""') + '"*' for term in terms)
 
 
+def tsquery(words: str) -> str | None:
+    """The user's words as a PostgreSQL tsquery, read as FTS5 reads `fts_query`'s: every word
+    must occur, split into its letters-and-digits runs, the last run of each a prefix."""
+    terms = [re.findall(r"[^\W_]+", term.lower()) for term in words.split()]
+    terms = [runs for runs in terms if runs]
+    if not terms:
+        return None
+    return " & ".join(
+        "("
+        + " & ".join(
+            f"'{run}'" + (":*" if i == len(runs) - 1 else "") for i, run in enumerate(runs)
+        )
+        + ")"
+        for runs in terms
+    )
+
+
+def _matching(words: str) -> object | None:
+    """The condition that selects the messages containing `words`, per engine."""
+    if _is_postgresql():
+        query = tsquery(words)
+        if query is None:
+            return None
+        return sql_text(
+            "message.search @@ to_tsquery('simple', mxsmtp_unaccent(:words))"
+        ).bindparams(words=query)
+    query = fts_query(words)
+    if query is None:
+        return None
+    matching = sql_text("SELECT rowid FROM message_fts WHERE message_fts MATCH :fts")
+    return Message.id.in_(matching.bindparams(fts=query).columns(column("rowid")))
+
+
+def _is_postgresql() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
 def _message_conditions(where: MessageFilter) -> list:
     conditions: list = []
-    query = fts_query(where.text)
-    if query is not None:
-        matching = sql_text("SELECT rowid FROM message_fts WHERE message_fts MATCH :fts")
-        conditions.append(Message.id.in_(matching.bindparams(fts=query).columns(column("rowid"))))
+    matching = _matching(where.text)
+    if matching is not None:
+        conditions.append(matching)
     if where.since is not None:
         conditions.append(Message.received_at >= where.since)
     if where.before is not None:
@@ -110,7 +153,7 @@ def find_messages(
     """A page of inbox rows. Ordered by `sort` (a key of MESSAGE_SORTS), then by id, so the
     order is total and pages never overlap; reads one row more than `limit` to tell whether
     another page follows instead of counting everything."""
-    key = MESSAGE_SORTS[sort]
+    key = (PG_MESSAGE_SORTS if _is_postgresql() else MESSAGE_SORTS)[sort]
     order = (key.desc(), Message.id.desc()) if descending else (key.asc(), Message.id.asc())
     query = (
         select(

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import re
 import socket
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -368,11 +369,28 @@ def current_revision() -> int:
     return value or 0
 
 
+def parse_listen(value: str) -> tuple[str, int]:
+    """A node's ADDRESS:PORT (`--listen`, MXSMTP_LISTEN): an IPv4 address, a host name, or an
+    IPv6 address in brackets, and a port from 1 to 65535."""
+    address, _, port = value.strip().rpartition(":")
+    address = address.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingError(
+            "--listen / MXSMTP_LISTEN",
+            f"{value!r} is not ADDRESS:PORT (for example 0.0.0.0:25, 127.0.0.1:2525 or "
+            "[::1]:2525; port 1 to 65535)",
+        )
+    return address, int(port)
+
+
 def read_revision(dbapi_connection: Any) -> int:
     """The settings revision through a plain DB-API connection: a read of one indexed row,
     cheap enough for the listener to do before every session without a thread hop."""
+    mark = "?" if isinstance(dbapi_connection, sqlite3.Connection) else "%s"
     row = dbapi_connection.execute(
-        f"SELECT value FROM {Revision.__tablename__} WHERE name = ?", (SETTINGS_REVISION,)
+        f"SELECT value FROM {Revision.__tablename__} WHERE name = {mark}", (SETTINGS_REVISION,)
     ).fetchone()
     return row[0] if row else 0
 

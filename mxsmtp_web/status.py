@@ -27,6 +27,7 @@ def this_node() -> str:
 @dataclass(frozen=True)
 class ListenerReport:
     node: str
+    role: str
     state: str
     listening: bool
     address: str | None
@@ -40,12 +41,19 @@ class ListenerReport:
 
 
 def report(
-    state: str, listening: bool, address: str | None, port: int | None, error: str | None
+    state: str,
+    listening: bool,
+    address: str | None,
+    port: int | None,
+    error: str | None,
+    role: str = "smtp",
 ) -> None:
-    """Record this process's listener state (an upsert), and forget reports long gone."""
+    """Record this process's state (an upsert), and forget reports long gone. `role` is
+    smtp (a listener) or worker."""
     db.session.merge(
         ListenerStatus(
             node=this_node(),
+            role=role,
             state=state,
             listening=listening,
             address=address,
@@ -66,11 +74,16 @@ def withdraw() -> None:
     db.session.commit()
 
 
-def reports() -> list[ListenerReport]:
-    """Every listener that reported recently, newest first."""
-    rows = db.session.execute(select(ListenerStatus).order_by(ListenerStatus.updated_at.desc()))
+def reports(role: str | None = None) -> list[ListenerReport]:
+    """Every listener and worker (or those of `role`) that reported recently, newest first."""
+    query = select(ListenerStatus).order_by(ListenerStatus.updated_at.desc())
+    if role is not None:
+        query = query.where(ListenerStatus.role == role)
+    rows = db.session.execute(query)
     found = [
-        ListenerReport(r.node, r.state, r.listening, r.address, r.port, r.error, r.updated_at)
+        ListenerReport(
+            r.node, r.role, r.state, r.listening, r.address, r.port, r.error, r.updated_at
+        )
         for r in rows.scalars()
     ]
     return [r for r in found if not r.stale]
@@ -80,6 +93,7 @@ def reports() -> list[ListenerReport]:
 
 HOUR = timedelta(hours=1)
 _HOUR_KEY = "%Y-%m-%d %H"  # SQLite strftime and Python strftime agree on this format
+_PG_HOUR_KEY = "YYYY-MM-DD HH24"  # the same text from PostgreSQL's to_char
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,9 @@ def mail_per_hour(hours: int, now: datetime | None = None) -> list[HourOfMail]:
 
 
 def _count_per_hour(column: Any, since: datetime) -> dict[str, int]:
-    hour = func.strftime(_HOUR_KEY, column)
+    if db.engine.dialect.name == "postgresql":
+        hour = func.to_char(column, _PG_HOUR_KEY)
+    else:
+        hour = func.strftime(_HOUR_KEY, column)
     rows = db.session.execute(select(hour, func.count()).where(column >= since).group_by(hour))
     return {key: n for key, n in rows}

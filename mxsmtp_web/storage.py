@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from .extensions import db
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load 
 
 T = TypeVar("T")
 PROBES_COUNTER = "double_bounce_probes"
+PURGE_TURN = "retention_purged_at"  # seconds since the epoch of the cluster's last auto-purge
 PURGE_BATCH = 500
 #: A hostile References header may list thousands of ids; the nearest parents are at its end.
 MAX_THREAD_REFERENCES = 20
@@ -135,7 +137,7 @@ class PurgeResult:
 def storage_error(error: Exception) -> StorageUnavailable:
     """The storage error an SQLAlchemy error means for the sender: full, or try again later."""
     detail = str(getattr(error, "orig", None) or error)
-    if "full" in detail.lower():
+    if "full" in detail.lower() or "no space left" in detail.lower():
         return StorageFull(detail)
     return StorageUnavailable(detail)
 
@@ -203,8 +205,7 @@ def insert_message(
 
     This is the listener's hot path: statements go to the driver directly, prepared once
     (sqlite3 caches them), without SQLAlchemy's per-statement work."""
-    driver = _driver(connection)
-    parent_id, thread_id = _find_parent(driver, parsed, reply_ref)
+    parent_id, thread_id = _find_parent(connection, parsed, reply_ref)
     row = {
         **_summary_values(parsed),
         **_conversation_values(conversation or ConversationFacts()),
@@ -222,11 +223,32 @@ def insert_message(
         "hook_log": json.dumps(list(hook_log)),
         "parsed": body_parsed,
         "seen": False,
-        "received_at": _sql_datetime(utcnow()),
+        "received_at": utcnow(),
     }
+    if not _is_sqlite(connection):
+        return _insert_message_core(connection, row, raw, parsed.attachments)
+    driver = _driver(connection)
+    row["received_at"] = _sql_datetime(row["received_at"])
+    row["date_header"] = _sql_datetime(row["date_header"])
     message_id = driver.execute(_INSERT_MESSAGE, row).lastrowid
     driver.execute(_INSERT_RAW, (message_id, raw))
     _insert_parts(driver, message_id, parsed.attachments)
+    return message_id
+
+
+def _insert_message_core(
+    connection: Connection, row: dict, raw: bytes, parts: Sequence[ParsedPart]
+) -> int:
+    """insert_message on PostgreSQL: SQLAlchemy Core statements (one commit per message;
+    the server groups concurrent commits itself)."""
+    message_id = connection.execute(
+        insert(Message.__table__).returning(Message.__table__.c.id), row
+    ).scalar_one()
+    connection.execute(insert(MessageRaw.__table__), {"message_id": message_id, "data": raw})
+    if parts:
+        columns = _ATTACHMENT_COLUMNS
+        rows = [dict(zip(columns, values, strict=True)) for values in _part_rows(message_id, parts)]
+        connection.execute(insert(Attachment.__table__), rows)
     return message_id
 
 
@@ -239,19 +261,31 @@ def store_body(
 ) -> None:
     """Complete a message stored with only its header block: bodies, parts, the summary as the
     full parse reads it, and what the body says about the conversation."""
-    driver = _driver(connection)
     values = {
         **_summary_values(parsed),
         **_conversation_values(conversation or ConversationFacts()),
         "html_body": html_body,
-        "id": message_id,
     }
-    if driver.execute(_STORE_BODY, values).rowcount:
+    if not _is_sqlite(connection):
+        stored = connection.execute(
+            update(Message.__table__)
+            .where(Message.__table__.c.id == message_id, Message.__table__.c.parsed.is_(False))
+            .values(**values, parsed=True)
+        ).rowcount
+        if stored and parsed.attachments:
+            columns = _ATTACHMENT_COLUMNS
+            parts = _part_rows(message_id, parsed.attachments)
+            rows = [dict(zip(columns, part, strict=True)) for part in parts]
+            connection.execute(insert(Attachment.__table__), rows)
+        return
+    driver = _driver(connection)
+    values["date_header"] = _sql_datetime(values["date_header"])
+    if driver.execute(_STORE_BODY, {**values, "id": message_id}).rowcount:
         _insert_parts(driver, message_id, parsed.attachments)
 
 
 def _find_parent(
-    driver: Any, parsed: ParsedMail, reply_ref: str | None
+    connection: Connection, parsed: ParsedMail, reply_ref: str | None
 ) -> tuple[int | None, int | None]:
     """(parent_id, thread_id) for a new message: the newest stored message with the nearest
     Message-ID in In-Reply-To/References, else the latest message sent to the same reply ref;
@@ -261,24 +295,26 @@ def _find_parent(
     for message_id in (parsed.in_reply_to, *reversed(parsed.references)):
         if message_id and message_id not in wanted and len(wanted) < MAX_THREAD_REFERENCES:
             wanted.append(message_id)
+    thread = func.coalesce(Message.thread_id, Message.id)
     if wanted:
-        marks = ", ".join("?" * len(wanted))
         found: dict[str, tuple[int, int]] = {}
-        for message_id, row_id, thread_id in driver.execute(
-            f"SELECT message_id, id, COALESCE(thread_id, id) FROM message "
-            f"WHERE message_id IN ({marks}) ORDER BY id",
-            wanted,
-        ):
+        rows = connection.execute(
+            select(Message.message_id, Message.id, thread)
+            .where(Message.message_id.in_(wanted))
+            .order_by(Message.id)
+        )
+        for message_id, row_id, thread_id in rows:
             found[message_id] = (row_id, thread_id)  # the newest copy wins
         for message_id in wanted:
             if message_id in found:
                 return found[message_id]
     if reply_ref is not None:
-        row = driver.execute(
-            "SELECT id, COALESCE(thread_id, id) FROM message WHERE reply_ref = ? "
-            "ORDER BY id DESC LIMIT 1",
-            (reply_ref,),
-        ).fetchone()
+        row = connection.execute(
+            select(Message.id, thread)
+            .where(Message.reply_ref == reply_ref)
+            .order_by(Message.id.desc())
+            .limit(1)
+        ).first()
         if row is not None:
             return row[0], row[1]
     return None, None
@@ -296,14 +332,11 @@ class ThreadLink:
 
 def thread_link(connection: Connection, message_id: int) -> ThreadLink:
     """The ThreadLink of a message written on `connection` (inside the caller's transaction)."""
-    reply_ref, parent_id, thread_id = (
-        _driver(connection)
-        .execute(
-            "SELECT reply_ref, parent_id, COALESCE(thread_id, id) FROM message WHERE id = ?",
-            (message_id,),
-        )
-        .fetchone()
-    )
+    reply_ref, parent_id, thread_id = connection.execute(
+        select(
+            Message.reply_ref, Message.parent_id, func.coalesce(Message.thread_id, Message.id)
+        ).where(Message.id == message_id)
+    ).one()
     return ThreadLink(message_id, reply_ref, parent_id, thread_id)
 
 
@@ -373,6 +406,10 @@ def _driver(connection: Connection) -> Any:
     return connection.connection.driver_connection
 
 
+def _is_sqlite(connection: Connection) -> bool:
+    return connection.dialect.name == "sqlite"
+
+
 def _sql_datetime(value: datetime | None) -> str | None:
     """The text form SQLAlchemy's SQLite DateTime reads and writes (and sorts by)."""
     if value is None:
@@ -383,13 +420,18 @@ def _sql_datetime(value: datetime | None) -> str | None:
 
 def unparsed_messages(limit: int = 1000, after: int = 0) -> list[int]:
     """Messages whose bodies still wait to be parsed, oldest first, with ids above `after`."""
+    return unparsed_on(db.session.connection(), limit, after)
+
+
+def unparsed_on(connection: Connection, limit: int, after: int = 0) -> list[int]:
+    """`unparsed_messages` on any connection (a worker's)."""
     query = (
         select(Message.id)
         .where(Message.parsed.is_(False), Message.id > after)
         .order_by(Message.id)
         .limit(limit)
     )
-    return list(db.session.execute(query).scalars())
+    return list(connection.execute(query).scalars())
 
 
 def unparsed_among(message_ids: Sequence[int]) -> list[int]:
@@ -406,7 +448,7 @@ def _summary_values(parsed: ParsedMail) -> dict:
         "from_header": parsed.from_,
         "to_header": json.dumps(list(parsed.to)),
         "cc_header": json.dumps(list(parsed.cc)),
-        "date_header": _sql_datetime(_naive_utc(parsed.date)),
+        "date_header": _naive_utc(parsed.date),
         "message_id": parsed.message_id,
         "in_reply_to": parsed.in_reply_to,
         "references": json.dumps(list(parsed.references)),
@@ -418,26 +460,27 @@ def _summary_values(parsed: ParsedMail) -> dict:
 
 
 def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> None:
-    if not parts:
-        return
-    driver.executemany(
-        _INSERT_ATTACHMENT,
-        [
-            (
-                message_id,
-                position,
-                part.filename,
-                part.content_type,
-                part.content_id,
-                part.disposition,
-                len(part.data),
-                hashlib.sha256(part.data).hexdigest(),
-                part.data,
-                json.dumps(list(part.defects)),
-            )
-            for position, part in enumerate(parts)
-        ],
-    )
+    if parts:
+        driver.executemany(_INSERT_ATTACHMENT, _part_rows(message_id, parts))
+
+
+def _part_rows(message_id: int, parts: Sequence[ParsedPart]) -> list[tuple]:
+    """The values of each part's row, in _ATTACHMENT_COLUMNS order."""
+    return [
+        (
+            message_id,
+            position,
+            part.filename,
+            part.content_type,
+            part.content_id,
+            part.disposition,
+            len(part.data),
+            hashlib.sha256(part.data).hexdigest(),
+            part.data,
+            json.dumps(list(part.defects)),
+        )
+        for position, part in enumerate(parts)
+    ]
 
 
 def set_outcome(message_id: int, status: Status, hook_log: Sequence[dict]) -> None:
@@ -474,6 +517,19 @@ def remove_failed_copies_on(
     """`remove_failed_copies` inside the caller's transaction (on the listener's hot path)."""
     if not message_id_header:
         return 0
+    if not _is_sqlite(connection):
+        return (
+            connection.execute(
+                delete(Message).where(
+                    Message.message_id == message_id_header,
+                    Message.status == Status.HOOK_ERROR.value,
+                    Message.mail_from == envelope.mail_from,
+                    Message.rcpt_tos == json.dumps(list(envelope.rcpt_tos)),
+                    Message.id != keep_id,
+                )
+            ).rowcount
+            or 0
+        )
     cursor = _driver(connection).execute(
         "DELETE FROM message WHERE message_id = ? AND status = ? AND mail_from = ? "
         "AND rcpt_tos = ? AND id != ?",
@@ -532,6 +588,22 @@ def count_probe() -> None:
             counter.value += 1
 
 
+def take_purge_turn(every_seconds: float) -> bool:
+    """Whether this node runs the retention purge now: true for one node of the cluster per
+    `every_seconds`, by moving the time of the last purge in one conditional update."""
+    now = int(time.time())
+    with transaction():
+        moved = db.session.execute(
+            update(Revision)
+            .where(Revision.name == PURGE_TURN, Revision.value <= now - every_seconds)
+            .values(value=now)
+        ).rowcount
+        if not moved and db.session.get(Revision, PURGE_TURN) is None:
+            db.session.add(Revision(name=PURGE_TURN, value=now))
+            moved = 1
+    return bool(moved)
+
+
 def probe_count() -> int:
     counter = db.session.get(Revision, PROBES_COUNTER)
     return counter.value if counter else 0
@@ -586,14 +658,38 @@ def pending_bodies(
 ) -> list[tuple[int, bytes, str | None]]:
     """What the body parse of stored messages needs: id, bytes and reply ref of each of
     `message_ids` still waiting for its body, on any connection (the parser processes')."""
-    marks = ", ".join("?" * len(message_ids))
-    rows = _driver(connection).execute(
-        "SELECT message.id, message_raw.data, message.reply_ref FROM message "
-        "JOIN message_raw ON message_raw.message_id = message.id "
-        f"WHERE message.parsed = 0 AND message.id IN ({marks}) ORDER BY message.id",
-        list(message_ids),
+    rows = connection.execute(
+        select(Message.id, MessageRaw.data, Message.reply_ref)
+        .join(MessageRaw, MessageRaw.message_id == Message.id)
+        .where(Message.parsed.is_(False), Message.id.in_(list(message_ids)))
+        .order_by(Message.id)
     )
-    return [(row[0], row[1], row[2]) for row in rows]
+    return [(row[0], bytes(row[1]), row[2]) for row in rows]
+
+
+def claim_bodies(
+    connection: Connection, message_ids: Sequence[int] | None, limit: int
+) -> list[tuple[int, bytes, str | None]]:
+    """PostgreSQL's queue: like `pending_bodies` (or the oldest waiting messages when
+    `message_ids` is None), each row locked until the caller's transaction ends and rows
+    another worker holds skipped, so that workers on any number of machines never parse the
+    same message twice."""
+    query = select(Message.id, Message.reply_ref).where(Message.parsed.is_(False))
+    if message_ids is not None:
+        query = query.where(Message.id.in_(list(message_ids)))
+    claimed = connection.execute(
+        query.order_by(Message.id).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    if not claimed:
+        return []
+    raws = dict(
+        connection.execute(
+            select(MessageRaw.message_id, MessageRaw.data).where(
+                MessageRaw.message_id.in_([row[0] for row in claimed])
+            )
+        ).all()
+    )
+    return [(row[0], bytes(raws[row[0]]), row[1]) for row in claimed if row[0] in raws]
 
 
 def get_attachment_data(attachment_id: int) -> bytes | None:

@@ -1,8 +1,14 @@
-"""Fixtures: a real instance folder on disk, a real SQLite file, a real listener on a free
-loopback port, and smtplib as the client. Nothing of ours is mocked."""
+"""Fixtures: a real instance folder on disk, a real database (every test that stores runs
+twice: on an SQLite file and on a throwaway PostgreSQL cluster), a real listener on a free
+loopback port, and smtplib as the client. Nothing of ours is mocked.
+
+`MXSMTP_TEST_DATABASE_URL` names a PostgreSQL server to use instead of a throwaway cluster
+(a superuser's URL: each test gets a database of its own there)."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import smtplib
 import socket
@@ -15,10 +21,14 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from mxsmtp_web import accounts, create_app, storage
+from mxsmtp_web import accounts, create_app, database, storage
 from mxsmtp_web import settings as settings_module
+from mxsmtp_web.extensions import db
 from mxsmtp_web.smtp.listener import Listener
+from pgcluster import Cluster, start_cluster
 
 DATA = Path(__file__).parent / "data"
 
@@ -41,19 +51,132 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(0.02)
 
 
+# --- the two engines ----------------------------------------------------------------------
+
+ENGINES = ("sqlite", "postgresql")
+TEST_URL_ENV = "MXSMTP_TEST_DATABASE_URL"
+TEMPLATE = "mxsmtp_template"
+
+
+class PostgresServer:
+    """One server for the whole run; a database per test, copied from a migrated template."""
+
+    def __init__(self, base_url: str, cluster: Cluster | None) -> None:
+        self.base = make_url(base_url).set(drivername="postgresql+psycopg")
+        self.cluster = cluster
+        self.admin = create_engine(self.base, isolation_level="AUTOCOMMIT")
+        self._names = itertools.count()
+        self._prefix = f"t{os.getpid()}_"
+        self._make_template()
+
+    def url_of(self, name: str) -> str:
+        return self.base.set(database=name).render_as_string(hide_password=False)
+
+    def _make_template(self) -> None:
+        self._execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        self._execute(f"CREATE DATABASE {TEMPLATE}")
+        url = make_url(self.url_of(TEMPLATE))
+        engine = create_engine(url)
+        database.prepare(engine, url)
+        engine.dispose()
+
+    def create(self) -> str:
+        name = f"{self._prefix}{next(self._names)}"
+        self._execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return name
+
+    def drop(self, name: str) -> None:
+        self._execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _execute(self, statement: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(statement))
+
+    def close(self) -> None:
+        self.admin.dispose()
+        if self.cluster is not None:
+            self.cluster.stop()
+
+
+_postgres: PostgresServer | None = None
+_postgres_missing: str | None = None
+
+
+def postgres_server() -> PostgresServer | None:
+    """The run's PostgreSQL server, started on first use; None (with the reason kept for the
+    summary) where there is none to be had."""
+    global _postgres, _postgres_missing
+    if _postgres is None and _postgres_missing is None:
+        given = os.environ.get(TEST_URL_ENV)
+        try:
+            if given:
+                _postgres = PostgresServer(given, None)
+            else:
+                cluster = start_cluster()
+                _postgres = PostgresServer(cluster.url, cluster)
+        except Exception as error:  # no PostgreSQL here: run on SQLite, say so at the end
+            _postgres_missing = f"{type(error).__name__}: {error}".splitlines()[0]
+    return _postgres
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _postgres is not None:
+        _postgres.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_missing is not None:
+        terminalreporter.write_line(
+            f"PostgreSQL SKIPPED: every database test ran on SQLite only ({_postgres_missing})",
+            red=True,
+        )
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Which database the test's instance uses; tests marked `sqlite_only` (they read the
+    SQLite file itself) run once."""
+    if request.param == "postgresql":
+        marker = request.node.get_closest_marker("sqlite_only")
+        if marker is not None:
+            pytest.skip(f"SQLite only: {marker.args[0] if marker.args else 'reads the file'}")
+        if postgres_server() is None:
+            pytest.skip(f"PostgreSQL is not available here: {_postgres_missing}")
+    return request.param
+
+
 @pytest.fixture
-def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def database_url(engine: str) -> Iterator[str | None]:
+    """The MXSMTP_DATABASE_URL of the test's instance; None for the instance's SQLite file."""
+    if engine == "sqlite":
+        yield None
+        return
+    server = postgres_server()
+    assert server is not None
+    name = server.create()
+    yield server.url_of(name)
+    server.drop(name)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
     folder = tmp_path / "instance"
     monkeypatch.setenv("MXSMTP_INSTANCE", str(folder))
+    if database_url is not None:
+        monkeypatch.setenv(database.URL_SETTING, database_url)
+    else:
+        monkeypatch.delenv(database.URL_SETTING, raising=False)
     return folder
 
 
 @pytest.fixture
-def app(instance: Path) -> Flask:
+def app(instance: Path) -> Iterator[Flask]:
     app = create_app({"TESTING": True})
     with app.app_context():
         settings_module.save({"port": str(free_port()), "host_name": "mx.test.example"})
-    return app
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 class Mailbox:
@@ -134,6 +257,21 @@ def mailbox(app: Flask) -> Iterator[Mailbox]:
     assert state.running and state.error is None, state
     yield Mailbox(app, listener)
     listener.stop(grace=5)
+
+
+def age_messages(app: Flask, days: float, *conditions: Any) -> None:
+    """Make stored messages (all, or those matching `conditions`) `days` older, on any engine."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from mxsmtp_web.models import Message, utcnow
+
+    with app.app_context():
+        db.session.execute(
+            update(Message).where(*conditions).values(received_at=utcnow() - timedelta(days=days))
+        )
+        db.session.commit()
 
 
 def simple_message(

@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from flask import Flask
-from sqlalchemy import text
 
-from conftest import Mailbox, free_port, simple_message, wait_for
+from conftest import Mailbox, age_messages, free_port, simple_message, wait_for
 from mxsmtp_web import settings as settings_module
 from mxsmtp_web.cli import main
-from mxsmtp_web.extensions import db
+from mxsmtp_web.models import Message
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
 
@@ -140,13 +139,7 @@ def test_reprocess_runs_the_hooks_again(mailbox: Mailbox) -> None:
 def test_purge_removes_old_mail_and_keeps_new(mailbox: Mailbox) -> None:
     mailbox.send(simple_message(subject="old", message_id="<old@x>"))
     mailbox.send(simple_message(subject="new", message_id="<new@x>"))
-    with mailbox.app.app_context():
-        db.session.execute(
-            text(
-                "UPDATE message SET received_at = datetime('now', '-10 days') WHERE subject = 'old'"
-            )
-        )
-        db.session.commit()
+    age_messages(mailbox.app, 10, Message.subject == "old")
     code, output, _ = run("purge", "--older-than", "5", "--yes")
     assert code == 0 and "Deleted 1 message(s)" in output
     assert [m.subject for m in mailbox.messages()] == ["new"]

@@ -3,11 +3,9 @@ None (never an exception) for anything forged, altered, expired or malformed."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -36,11 +34,17 @@ def token_of(address: str) -> str:
 
 
 def store_setting(instance: Path, key: str, value: str) -> None:
-    """Write a setting row the way `mxsmtp settings set` stores it."""
-    with closing(sqlite3.connect(instance / "mxsmtp.sqlite3")) as connection, connection:
-        connection.execute(
-            "INSERT OR REPLACE INTO setting (key, value) VALUES (?, ?)", (key, value)
-        )
+    """Write a setting row the way `mxsmtp settings set` stores it (unchecked: a bad value
+    must be read as the default), in the instance's database, whichever engine."""
+    from mxsmtp_web import create_app
+    from mxsmtp_web.extensions import db
+    from mxsmtp_web.models import Setting
+
+    app = create_app(web=False)
+    with app.app_context():
+        db.session.merge(Setting(key=key, value=value))
+        db.session.commit()
+        db.engine.dispose()
 
 
 def test_round_trip(instance: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
@@ -72,6 +73,7 @@ def test_the_settings_page_has_a_replies_group(admin_client: FlaskClient, app: F
     assert (saved.reply_separator, saved.reply_domain) == ("-", "app.example.com")
 
 
+@pytest.mark.sqlite_only("databases made before migrations were SQLite files")
 def test_a_database_from_before_conversations_gets_the_new_columns(
     instance: Path,
 ) -> None:

@@ -13,6 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import text
 
 from conftest import Mailbox, free_port, simple_message, wait_for
@@ -308,33 +309,55 @@ def test_delete_after_process_answers_250_and_keeps_nothing(mailbox: Mailbox) ->
     assert mailbox.messages() == []
 
 
-def test_storage_failure_answers_451_and_recovers(mailbox: Mailbox) -> None:
-    with mailbox.app.app_context():
-        db.session.execute(
-            text(
-                "CREATE TRIGGER fail BEFORE INSERT ON message "
-                "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+def refuse_inserts(app: Flask, error: str) -> None:
+    """From now on every insert of a message fails with the database's own `error` text (a
+    trigger raising it, on either engine), until `allow_inserts`."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN RAISE EXCEPTION '{error}'; END $$"
+                )
             )
-        )
+            db.session.execute(
+                text("CREATE TRIGGER refuse BEFORE INSERT ON message EXECUTE FUNCTION refuse()")
+            )
+        else:
+            db.session.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON message "
+                    f"BEGIN SELECT RAISE(ABORT, '{error}'); END"
+                )
+            )
         db.session.commit()
+
+
+def allow_inserts(app: Flask) -> None:
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("DROP TRIGGER refuse ON message"))
+        else:
+            db.session.execute(text("DROP TRIGGER refuse"))
+        db.session.commit()
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        ("disk I/O error", (451, b"4.3.0")),
+        ("database or disk is full", (452, b"4.3.1")),  # SQLite's words
+        ("could not extend file: No space left on device", (452, b"4.3.1")),  # PostgreSQL's
+    ],
+)
+def test_storage_failure_answers_451_and_recovers(
+    mailbox: Mailbox, error: str, code: tuple[int, bytes]
+) -> None:
+    refuse_inserts(mailbox.app, error)
     with pytest.raises(smtplib.SMTPDataError) as deferred:
         mailbox.send(simple_message())
-    assert (deferred.value.smtp_code, deferred.value.smtp_error[:5]) == (451, b"4.3.0")
-    with mailbox.app.app_context():
-        db.session.execute(text("DROP TRIGGER fail"))
-        db.session.execute(
-            text(
-                "CREATE TRIGGER full BEFORE INSERT ON message "
-                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-            )
-        )
-        db.session.commit()
-    with pytest.raises(smtplib.SMTPDataError) as full:
-        mailbox.send(simple_message())
-    assert (full.value.smtp_code, full.value.smtp_error[:5]) == (452, b"4.3.1")
-    with mailbox.app.app_context():
-        db.session.execute(text("DROP TRIGGER full"))
-        db.session.commit()
+    assert (deferred.value.smtp_code, deferred.value.smtp_error[:5]) == code
+    allow_inserts(mailbox.app)
     assert mailbox.send(simple_message()) == {}
     assert len(mailbox.messages()) == 1
 
@@ -410,6 +433,7 @@ def test_large_messages_sent_at_once_are_stored_byte_exact(mailbox: Mailbox) -> 
     assert mailbox.message(stored["big 0"].id).text == ".leading dot\n" * 1000
 
 
+@pytest.mark.sqlite_only("SQLite's page size")
 def test_a_new_database_has_pages_made_for_large_blobs(mailbox: Mailbox, instance: Path) -> None:
     assert mailbox.send(simple_message()) == {}
     with sqlite3.connect(instance / DATABASE_NAME) as connection:

@@ -23,6 +23,7 @@ from test_cli import run
 
 FIXTURE = Path(__file__).parent / "data" / "upgrade"
 RECORDED = json.loads((FIXTURE / "release-0.1.json").read_text())
+pytestmark = pytest.mark.sqlite_only("release 0.1 kept its mail in SQLite only")
 
 
 @pytest.fixture

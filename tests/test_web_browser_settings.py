@@ -7,10 +7,8 @@ import smtplib
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import text
 
-from conftest import Mailbox, free_port, simple_message, wait_for
-from mxsmtp_web.extensions import db
+from conftest import Mailbox, age_messages, free_port, simple_message, wait_for
 
 
 def answers_on(port: int) -> bool:
@@ -65,9 +63,7 @@ def test_purge_removes_old_mails_and_keeps_new_ones(
     from playwright.sync_api import expect
 
     mailbox.send(simple_message(subject="Old", message_id="<old@sender.example>"))
-    with app.app_context():
-        db.session.execute(text("UPDATE message SET received_at = datetime('now', '-10 days')"))
-        db.session.commit()
+    age_messages(app, 10)
     mailbox.send(simple_message(subject="New", message_id="<new@sender.example>"))
 
     page.goto(live_server + "/purge/")

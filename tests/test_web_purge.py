@@ -8,20 +8,14 @@ from email.message import EmailMessage
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
 
-from conftest import Mailbox, csrf_token, simple_message
-from mxsmtp_web.extensions import db
+from conftest import Mailbox, age_messages, csrf_token, simple_message
+from mxsmtp_web.models import Message
 from mxsmtp_web.web.purge import human_bytes
 
 
 def age_message(app: Flask, message_id: int, days: int = 10) -> None:
-    with app.app_context():
-        db.session.execute(
-            text("UPDATE message SET received_at = datetime('now', :age) WHERE id = :id"),
-            {"age": f"-{days} days", "id": message_id},
-        )
-        db.session.commit()
+    age_messages(app, days, Message.id == message_id)
 
 
 def with_attachment() -> bytes:

@@ -18,11 +18,12 @@ from typing import Any
 from flask import Flask
 
 from .. import status, storage
+from ..database import is_postgresql
 from ..extensions import db
 from ..group_commit import Database, GroupCommitWriter
 from ..hooks import HookRunner
 from ..processing import Processor, shared_parse_pool
-from ..settings import Settings, read_revision
+from ..settings import Settings, parse_listen, read_revision
 from ..settings import load as load_settings
 from .handler import MailHandler, MailSMTP
 from .limits import SessionTracker
@@ -33,6 +34,7 @@ POLL_SECONDS = 0.5
 DEFAULT_GRACE_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 3600.0
+PURGE_CHECK_SECONDS = 60.0
 REVISION_BUSY_MS = 50
 HEARTBEAT_SECONDS = status.HEARTBEAT_SECONDS
 
@@ -51,6 +53,13 @@ class ListenerState:
             return "stopped"
         where = f"listening on {self.address}:{self.port}" if self.port else "not listening"
         return f"{where} ({self.error})" if self.error else where
+
+
+def listen_override(app: Flask) -> tuple[str, int] | None:
+    """This node's own ADDRESS:PORT (`--listen`, MXSMTP_LISTEN), instead of the shared
+    listen_address and port settings."""
+    value = app.config.get("LISTEN")
+    return parse_listen(str(value)) if value else None
 
 
 def describe_bind_error(error: OSError, address: str, port: int) -> str:
@@ -79,6 +88,7 @@ class Listener:
         self.app = app
         self.state = ListenerState(running=False)
         self._settings = Settings()
+        self._settings_loaded = False  # the first session reads them whatever the revision
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -97,13 +107,17 @@ class Listener:
         self.processor: Processor | None = None
 
     def start(self) -> ListenerState:
-        """Start the thread and wait until the first bind was tried."""
+        """Start the thread and wait until the first bind was tried, however long a busy
+        machine takes (saying so every START_TIMEOUT_SECONDS): a slow start is not a stop."""
         if self._thread is not None and self._thread.is_alive():
             return self.state
         self._started.clear()
         self._thread = threading.Thread(target=self._run, name="mxsmtp-listener", daemon=True)
         self._thread.start()
-        self._started.wait(START_TIMEOUT_SECONDS)
+        while not self._started.wait(START_TIMEOUT_SECONDS):
+            if not self._thread.is_alive():
+                break
+            log.warning("the SMTP listener is still starting (the machine is busy)")
         return self.state
 
     def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
@@ -129,13 +143,21 @@ class Listener:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         runner = HookRunner(Path(self.app.config["HOOKS_DIR"]), context=self.app.app_context)
-        writer = GroupCommitWriter(Database.of(self.app))
-        await writer.start()
-        self.processor = Processor(self.app, runner, writer, shared_parse_pool())
+        database = Database.of(self.app)
+        # SQLite: one writer process commits in groups. PostgreSQL: one commit per message
+        # from a pool; the server groups concurrent commits itself.
+        writer = GroupCommitWriter(database) if database.is_sqlite else None
+        if writer is not None:
+            await writer.start()
+        workers = self.app.config.get("WORKERS")
+        self.processor = Processor(
+            self.app, runner, writer, shared_parse_pool(workers), completes_bodies=workers != 0
+        )
         try:
             await self._follow_settings()
             self._started.set()
-            self.processor.backlog.notify(self._settings, arrival=False)  # what a crash left
+            if self.processor.completes_bodies:  # what a crash left
+                self.processor.backlog.notify(self._settings, arrival=False)
             while not self._stop.is_set():
                 try:
                     await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)
@@ -147,7 +169,8 @@ class Listener:
             runner.close()
             if self._revision_connection is not None:
                 self._revision_connection.close()
-            await writer.close()
+            if writer is not None:
+                await writer.close()
             await self._withdraw()
 
     async def _withdraw(self) -> None:
@@ -163,8 +186,9 @@ class Listener:
         assert self.processor is not None
         try:
             revision = self._read_revision()
-            if revision != self._settings.revision:
+            if revision != self._settings.revision or not self._settings_loaded:
                 self._settings = await self.processor.in_app(load_settings)
+                self._settings_loaded = True
         except Exception as error:  # the database is down: keep serving with what we know
             log.warning("could not re-read settings, keeping the previous ones: %s", error)
             self._revision_connection = None
@@ -175,16 +199,27 @@ class Listener:
         the writer, and the short busy timeout bounds the rare exception."""
         if self._revision_connection is None:
             with self.app.app_context():
-                self._revision_connection = db.engine.raw_connection()
-            self._revision_connection.execute(f"PRAGMA busy_timeout = {REVISION_BUSY_MS}")
-        return read_revision(self._revision_connection)
+                connection = db.engine.raw_connection()
+                postgresql = is_postgresql(db.engine)
+            if postgresql:  # its own, out of the pool: no transaction is left open
+                connection.detach()
+                connection.dbapi_connection.autocommit = True
+            else:
+                connection.execute(f"PRAGMA busy_timeout = {REVISION_BUSY_MS}")
+            self._revision_connection = connection
+        return read_revision(self._revision_connection.dbapi_connection)
 
     async def _follow_settings(self) -> None:
         settings = await self.current_settings()
+        if not self._settings_loaded or (self._stop is not None and self._stop.is_set()):
+            # never the defaults' port for want of the database, nor a bind on the way out
+            self.state = ListenerState(True, None, None, "waiting for the database")
+            await self._report_if_due()
+            return
         if not settings.listener_enabled:
             self._close_server("stopped: listener_enabled is off")
         else:
-            wanted = (settings.listen_address, settings.port)
+            wanted = listen_override(self.app) or (settings.listen_address, settings.port)
             if self._server is None or self._bound != wanted:
                 await self._bind(*wanted)
         await self._report_if_due()
@@ -219,13 +254,16 @@ class Listener:
         self._reported, self._reported_at = state, now
 
     async def _purge_if_due(self, settings: Settings) -> None:
-        """Automatic retention: purge once an hour when retention_days is set."""
+        """Automatic retention: once an hour for the whole cluster when retention_days is set
+        (each node looks every minute whether the cluster's turn is due and takes it)."""
         assert self._loop is not None and self.processor is not None
         now = self._loop.time()
         if not settings.retention_days or now < self._next_purge_at:
             return
-        self._next_purge_at = now + PURGE_EVERY_SECONDS
+        self._next_purge_at = now + PURGE_CHECK_SECONDS
         try:
+            if not await self.processor.in_app(storage.take_purge_turn, PURGE_EVERY_SECONDS):
+                return
             result = await self.processor.in_app(
                 storage.purge_older_than, float(settings.retention_days)
             )

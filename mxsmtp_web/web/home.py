@@ -142,7 +142,8 @@ class HomeView(ViewerAccess, AdminIndexView):
         return self.render(
             "mxsmtp/home.html",
             now=now,
-            listeners=status.reports(),
+            listeners=status.reports("smtp"),
+            workers=status.reports("worker"),
             counts=status.mail_counts(now),
             refusals=refusal_table(today),
             hook_errors=status.last_hook_errors(HOOK_ERRORS_SHOWN),

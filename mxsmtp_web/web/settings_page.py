@@ -249,7 +249,7 @@ class SettingsView(AdminAccess, BaseView):
             help=_help(current),
             levels=LEVELS,
             hook_choices=hook_choices(Path(current_app.config["HOOKS_DIR"])),
-            reports=status.reports(),
+            reports=status.reports("smtp"),
             current=current,
             test_form=test_form,
             **{"delivery": None, "stored_id": None, **extra},

@@ -1,0 +1,120 @@
+"""The database as users meet it: MXSMTP_DATABASE_URL, `mxsmtp db upgrade` / `db current`,
+one clear line for a database that cannot be used, migrations that run once when processes
+start together, and a node that refuses a database newer than its code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import text
+
+from conftest import free_port, postgres_server
+from mxsmtp_web import database
+from mxsmtp_web.extensions import db
+
+MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
+
+
+def mxsmtp(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command as a user runs it, in a process of its own."""
+    return subprocess.run(
+        [MXSMTP, *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def empty_database(instance: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The instance's database exists but holds nothing yet (a new PostgreSQL database, no
+    SQLite file)."""
+    if engine == "sqlite":
+        yield
+        return
+    server = postgres_server()
+    assert server is not None
+    name = f"empty_{free_port()}"
+    server._execute(f"CREATE DATABASE {name}")
+    monkeypatch.setenv(database.URL_SETTING, server.url_of(name))
+    yield
+    server.drop(name)
+
+
+def test_db_current_and_upgrade_on_a_new_database(empty_database: None) -> None:
+    current = mxsmtp("db", "current")
+    assert current.returncode == 0 and current.stdout.startswith("none"), current
+    upgraded = mxsmtp("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.strip() == f"upgraded a new database -> {database.HEAD} (head)"
+    assert mxsmtp("db", "upgrade").stdout.strip() == f"already at {database.HEAD} (head)"
+    assert mxsmtp("db", "current").stdout.strip() == f"{database.HEAD} (head)"
+
+
+def test_processes_started_together_on_a_new_database_migrate_once(
+    empty_database: None,
+) -> None:
+    """Four commands at the same moment on a database nobody has opened yet (this used to
+    crash with `table message_raw already exists`)."""
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: mxsmtp("settings", "show", "--json"), range(4)))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    assert mxsmtp("db", "current").stdout.strip() == f"{database.HEAD} (head)"
+
+
+def test_a_database_newer_than_the_code_is_refused_with_one_line(app: Flask) -> None:
+    with app.app_context():
+        db.session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        db.session.commit()
+    for command in (("messages", "list"), ("smtp",), ("worker",)):
+        result = mxsmtp(*command)
+        assert result.returncode == 1, (command, result)
+        [line] = result.stderr.strip().splitlines()
+        assert "schema revision 9999, newer than this mxsmtp" in line
+        assert "upgrade this one" in line
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("postgresql://mail:secret-pw@127.0.0.1:{port}/mail", "cannot use the database"),
+        ("mysql://mail@127.0.0.1/mail", "which mxsmtp does not support"),
+        ("not a url", "is not a database URL"),
+        ("sqlite://", "needs a file"),
+    ],
+)
+def test_a_bad_or_unreachable_url_gets_one_line_naming_the_setting(
+    instance: Path, url: str, says: str
+) -> None:
+    env = {database.URL_SETTING: url.format(port=free_port())}
+    for command in (("messages", "list"), ("smtp",), ("worker",), ("db", "current")):
+        result = mxsmtp(*command, env=env)
+        assert result.returncode == 1, (command, result)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("error: MXSMTP_DATABASE_URL") and says in line, line
+        assert "secret-pw" not in line  # the password is never shown
+
+
+@pytest.mark.sqlite_only("the URL it names is an SQLite file")
+def test_database_url_from_the_instance_config(instance: Path) -> None:
+    """DATABASE_URL in instance/config.py, as MXSMTP_DATABASE_URL would."""
+    target = instance.parent / "elsewhere.sqlite3"
+    instance.mkdir(parents=True, exist_ok=True)
+    (instance / "config.py").write_text(f"DATABASE_URL = 'sqlite:///{target}'\n")
+    env = dict(os.environ)
+    env.pop(database.URL_SETTING, None)
+    result = subprocess.run(
+        [MXSMTP, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert target.exists() and not (instance / "mxsmtp.sqlite3").exists()
