@@ -36,27 +36,84 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 30) -> Non
     raise RuntimeError("server did not become ready")
 
 
-def start_mxsmtp(
-    instance: Path, port: int, host_name: str, output: IO[bytes] | int = subprocess.DEVNULL
-) -> subprocess.Popen:
-    """`mxsmtp smtp` on `instance`, listening on `port`. Every session of a load generator
-    comes from 127.0.0.1, so the per-address session limit is lifted."""
+def mxsmtp_env(instance: Path, database_url: str | None = None) -> dict[str, str]:
+    """The environment of an mxsmtp command on `instance`: its SQLite file, or the database
+    `database_url` names (MXSMTP_DATABASE_URL)."""
     env = {**os.environ, "MXSMTP_INSTANCE": str(instance)}
+    env.pop("MXSMTP_DATABASE_URL", None)
+    env.pop("MXSMTP_LISTEN", None)
+    if database_url:
+        env["MXSMTP_DATABASE_URL"] = database_url
+    return env
+
+
+def configure_mxsmtp(
+    instance: Path,
+    port: int,
+    host_name: str,
+    *,
+    bin_dir: Path = BIN,
+    database_url: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """The settings a load needs, shared by every node of the database. Every session of a
+    load generator comes from 127.0.0.1, so the per-address session limit is lifted."""
+    env = mxsmtp_env(instance, database_url)
     settings = (
         ("port", str(port)),
         ("host_name", host_name),
         ("max_sessions_per_peer", "1000"),
+        *extra,
     )
     for key, value in settings:
         subprocess.run(
-            [BIN / "mxsmtp", "settings", "set", key, value],
+            [bin_dir / "mxsmtp", "settings", "set", key, value],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
         )
+
+
+def start_node(
+    instance: Path,
+    *,
+    bin_dir: Path = BIN,
+    database_url: str | None = None,
+    listen: str | None = None,
+    workers: int | None = None,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+) -> subprocess.Popen:
+    """`mxsmtp smtp` on a configured instance; `listen` (ADDRESS:PORT) and `workers` are
+    passed only when given, so a build without those options can be started too."""
+    command = [str(bin_dir / "mxsmtp"), "smtp"]
+    if listen is not None:
+        command += ["--listen", listen]
+    if workers is not None:
+        command += ["--workers", str(workers)]
     return subprocess.Popen(
-        [BIN / "mxsmtp", "smtp"], env=env, stdout=output, stderr=subprocess.STDOUT
+        command,
+        env=mxsmtp_env(instance, database_url),
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
+
+
+def start_mxsmtp(
+    instance: Path,
+    port: int,
+    host_name: str,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+    *,
+    bin_dir: Path = BIN,
+    database_url: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> subprocess.Popen:
+    """`mxsmtp smtp` on `instance` (a fresh one, or one on `database_url`), listening on
+    `port`, with the settings a load needs plus `extra`."""
+    configure_mxsmtp(
+        instance, port, host_name, bin_dir=bin_dir, database_url=database_url, extra=extra
+    )
+    return start_node(instance, bin_dir=bin_dir, database_url=database_url, output=output)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
