@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def sample(number: int) -> tuple[bytes, object]:
     """A message's raw bytes and the value parse_message would give for them (built
     directly: parsing 100,000 messages would make the fixture take minutes)."""
-    from mxsmtp_web.parsing import ParsedMail, ParsedPart
+    from mxsmtp_web.mail.parsing import ParsedMail, ParsedPart
 
     sender = f"Sender {number % 997} <sender{number % 997}@example.org>"
     subject = f"Order {number} shipped (batch {number % 101})"
@@ -67,8 +67,8 @@ def sample(number: int) -> tuple[bytes, object]:
 
 def fill(app: object, count: int) -> None:
     """Store `count` messages through the same storage code the listener uses."""
-    from mxsmtp_web import storage
-    from mxsmtp_web.models import Status
+    from mxsmtp_web.store import storage
+    from mxsmtp_web.store.models import Status
 
     envelope = storage.Envelope(
         "sender@example.org", ("inbox@example.com",), "127.0.0.1", "bench.client"
@@ -123,9 +123,9 @@ def delivery_latencies(port: int, stop: threading.Event, found: list[float]) -> 
 def purge_beside_listener(app: object, half: int) -> tuple[float, float, int]:
     from sqlalchemy import text
 
-    from mxsmtp_web import settings, storage
-    from mxsmtp_web.extensions import db
     from mxsmtp_web.smtp.listener import Listener
+    from mxsmtp_web.store import settings, storage
+    from mxsmtp_web.store.extensions import db
 
     with app.app_context():
         db.session.execute(

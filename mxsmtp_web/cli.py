@@ -15,7 +15,7 @@ from typing import Any
 import click
 from flask import Flask
 
-from . import create_app
+from mxsmtp_web.app import create_app
 
 # How long `messages list/show` wait for bodies that the listener is parsing.
 BODY_WAIT_SECONDS = 5.0
@@ -45,8 +45,8 @@ class _Commands(click.Group):
     that names the setting, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .database import DatabaseError
-        from .settings import SettingError
+        from mxsmtp_web.store.database import DatabaseError
+        from mxsmtp_web.store.settings import SettingError
 
         try:
             return super().invoke(ctx)
@@ -79,7 +79,7 @@ LISTEN_HELP = (
 def _node_options(app: Flask, workers: int | None, listen: str | None) -> None:
     """Boot config of this node from its command line: worker count and own listen address
     (checked here, so a typo ends the command with one line)."""
-    from .settings import parse_listen
+    from mxsmtp_web.store.settings import parse_listen
 
     if workers is not None:
         app.config["WORKERS"] = workers
@@ -98,7 +98,7 @@ def serve(host: str, port: int, workers: int | None, listen: str | None) -> None
     """Run the web app (waitress), the SMTP listener and its workers in one process."""
     from waitress.server import create_server
 
-    from .smtp.listener import start_listener
+    from mxsmtp_web.smtp.listener import start_listener
 
     _configure_logging()
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # before anything can be stopped
@@ -125,12 +125,12 @@ def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
 
 
 def _warn_on_other_secret(app: Flask) -> None:
-    from . import nodes
+    from mxsmtp_web.store import nodes
 
     with app.app_context():
         problem = nodes.check_secret_key(app.config["SECRET_KEY"])
     if problem:
-        logging.getLogger("mxsmtp_web.nodes").warning(problem)
+        logging.getLogger(__name__).warning(problem)
         click.echo(f"warning: {problem}", err=True)
 
 
@@ -146,7 +146,7 @@ def _stop_event() -> threading.Event:
 @click.option("--listen", default=None, metavar="ADDRESS:PORT", help=LISTEN_HELP)
 def smtp(workers: int | None, listen: str | None) -> None:
     """Run the SMTP listener (and its workers) alone, in the foreground."""
-    from .smtp.listener import start_listener
+    from mxsmtp_web.smtp.listener import start_listener
 
     _configure_logging()
     stop = _stop_event()
@@ -166,7 +166,7 @@ def smtp(workers: int | None, listen: str | None) -> None:
 def worker() -> None:
     """Parse, sanitise and index stored messages (the queue's other end), in the foreground.
     Run as many as you like, on any machine that reaches the database."""
-    from .worker import run_worker
+    from mxsmtp_web.worker.run import run_worker
 
     _configure_logging()
     stop = _stop_event()
@@ -189,8 +189,8 @@ def db_group() -> None:
 def db_upgrade() -> None:
     """Apply every migration this release has (also done at the start of serve, smtp and
     worker); prints the revision the database is at."""
-    from . import database
-    from .extensions import db
+    from mxsmtp_web.store import database
+    from mxsmtp_web.store.extensions import db
 
     app = _app(upgrade=False)
     with app.app_context():
@@ -206,8 +206,8 @@ def db_upgrade() -> None:
 @db_group.command("current")
 def db_current() -> None:
     """Print the revision the database is at, and whether it is this release's head."""
-    from . import database
-    from .extensions import db
+    from mxsmtp_web.store import database
+    from mxsmtp_web.store.extensions import db
 
     app = _app(upgrade=False)
     with app.app_context():
@@ -221,7 +221,7 @@ def db_current() -> None:
 
 
 def _revision(engine: Any) -> str | None:
-    from . import database
+    from mxsmtp_web.store import database
 
     try:
         with engine.connect() as connection:
@@ -242,7 +242,7 @@ def settings() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def settings_show(as_json: bool) -> None:
     """Print every setting with its current value."""
-    from . import settings as settings_module
+    from mxsmtp_web.store import settings as settings_module
 
     with _app().app_context():
         values = settings_module.as_dict(settings_module.load())
@@ -260,7 +260,7 @@ def settings_show(as_json: bool) -> None:
 @click.argument("value")
 def settings_set(key: str, value: str) -> None:
     """Set KEY to VALUE; a bad value changes nothing and says what is accepted."""
-    from . import settings as settings_module
+    from mxsmtp_web.store import settings as settings_module
 
     app = _app()
     with app.app_context():
@@ -277,8 +277,8 @@ def settings_set(key: str, value: str) -> None:
 def _validate_hook(app: Flask, key: str, spec: str) -> None:
     from pathlib import Path
 
-    from . import hooks
-    from .settings import SettingError
+    from mxsmtp_web import hooks
+    from mxsmtp_web.store.settings import SettingError
 
     try:
         hooks.validate(spec, Path(app.config["HOOKS_DIR"]))
@@ -300,7 +300,7 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 def users_create(name: str, admin: bool, password_stdin: bool) -> None:
     """Create a user NAME; the password comes from a prompt or standard input."""
-    from . import accounts
+    from mxsmtp_web.store import accounts
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -327,7 +327,7 @@ def messages() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="At most N messages.")
 def messages_list(as_json: bool, limit: int | None) -> None:
     """Stored messages, newest first."""
-    from . import storage
+    from mxsmtp_web.store import storage
 
     with _app().app_context():
         summaries = storage.list_messages(limit)
@@ -349,7 +349,7 @@ def _wait_for_bodies(message_ids: list[int]) -> bool:
     """The listener parses a body moments after its 250: a script that lists or shows mail
     right after sending it gets the whole message, waiting up to BODY_WAIT_SECONDS while a
     listener is running. Returns whether there was anything to wait for."""
-    from . import status, storage
+    from mxsmtp_web.store import status, storage
 
     if not storage.unparsed_among(message_ids) or not status.reports():
         return False
@@ -365,7 +365,7 @@ def _wait_for_bodies(message_ids: list[int]) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def messages_show(message_id: int, raw: bool, as_json: bool) -> None:
     """One stored message."""
-    from . import storage
+    from mxsmtp_web.store import storage
 
     with _app().app_context():
         if raw:
@@ -392,8 +392,8 @@ def messages_reprocess(message_id: int) -> None:
     import asyncio
     from pathlib import Path
 
-    from .hooks import HookRunner
-    from .processing import Processor
+    from mxsmtp_web.hooks import HookRunner
+    from mxsmtp_web.processing import Processor
 
     app = _app()
     runner = HookRunner(Path(app.config["HOOKS_DIR"]), context=app.app_context)
@@ -423,8 +423,8 @@ def messages_reprocess(message_id: int) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge(days: float, status: str | None, yes: bool) -> None:
     """Delete messages received more than DAYS days ago, with their attachments."""
-    from . import storage
-    from .models import Status
+    from mxsmtp_web.store import storage
+    from mxsmtp_web.store.models import Status
 
     if status is not None:
         status = status.replace("_", " ")

@@ -22,11 +22,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .parsing import ParsedPart
-from .reply_codes import TEMPORARY_FAILURE
+from mxsmtp_web.mail.parsing import ParsedPart
+from mxsmtp_web.reply_codes import TEMPORARY_FAILURE
 
 if TYPE_CHECKING:  # conversation loads the reply parser: the CLI's hook checks need not
-    from .conversation import BounceInfo
+    from mxsmtp_web.mail.conversation import BounceInfo
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,10 @@ from typing import Any, TypeVar
 from flask import Flask
 from sqlalchemy import Connection
 
-from . import conversation, storage
-from .group_commit import Database, GroupCommit, GroupCommitWriter, run_job, worker_context
-from .hooks import Decision, HookMessage, HookRunner, SessionInfo
-from .models import Status
-from .parsing import ParsedMail, parse_headers, parse_message
-from .replies import ReplyReader
-from .reply_codes import (
+from mxsmtp_web.hooks import Decision, HookMessage, HookRunner, SessionInfo
+from mxsmtp_web.mail.parsing import ParsedMail, parse_headers
+from mxsmtp_web.replies import ReplyReader
+from mxsmtp_web.reply_codes import (
     ACCEPTED,
     REFUSED_MESSAGE,
     REFUSED_RECIPIENT,
@@ -37,9 +34,21 @@ from .reply_codes import (
     STORAGE_FULL,
     STORAGE_UNAVAILABLE,
 )
-from .sanitize import sanitize_html
-from .settings import Settings
-from .settings import load as load_settings
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.group_commit import (
+    Database,
+    GroupCommitWriter,
+    worker_context,
+)
+from mxsmtp_web.store.models import Status
+from mxsmtp_web.store.settings import Settings
+from mxsmtp_web.store.settings import load as load_settings
+from mxsmtp_web.worker.complete import (
+    BODIES_PER_TRANSACTION,
+    Parse,
+    complete_bodies,
+    parse_and_sanitise,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,8 +57,6 @@ T = TypeVar("T")
 COMPLETERS = 2
 FEED_BATCH = 100
 MAX_PARSERS = 4
-# Bodies a parser process stores in one transaction: few, to hold the write lock briefly.
-BODIES_PER_TRANSACTION = 8
 # Bodies wait while messages arrive less than QUIET_SECONDS apart, for DEFER_SECONDS at most.
 QUIET_SECONDS = 0.05
 DEFER_SECONDS = 10.0
@@ -59,9 +66,6 @@ RETRY_SECONDS = 1.0
 # (ids only) grows and drains when the burst is over. The lowest priority, not the idle
 # scheduling class: on a machine that is always busy, bodies must still get parsed.
 PARSER_NICENESS = 19
-
-#: What the parse step gives: the full parse, the HTML to store, the conversation facts.
-Parse = tuple[ParsedMail, str | None, storage.ConversationFacts]
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,19 @@ class Processor:
         only recipients shaped like ``reply+TOKEN`` cost an HMAC."""
         return self.replies.first_ref(envelope.rcpt_tos, settings.reply_separator)
 
-    async def write(self, job: Callable[[Connection], T]) -> T:
-        """Run a write job in a transaction; committed when this returns."""
+    async def write(self, job: Callable[[Connection], T], timeout: float | None = None) -> T:
+        """Run a write job in a transaction; committed when this returns. Without a writer
+        process (PostgreSQL) a server that does not answer within `timeout` seconds counts as
+        unavailable: the sender gets 451 rather than a session that hangs (should the commit
+        still land later, the sender's retry is a second copy, never a loss)."""
         if self.writer is not None:
             return await self.writer.submit(job)
-        return await self.in_app(storage.run_in_transaction, job)
+        try:
+            return await asyncio.wait_for(self.in_app(storage.run_in_transaction, job), timeout)
+        except TimeoutError:
+            raise storage.StorageUnavailable(
+                f"no answer from the database in {timeout} s"
+            ) from None
 
     async def deliver(
         self,
@@ -167,7 +179,8 @@ class Processor:
                 return await self._deliver_to_hook(envelope, session, raw, settings, hook_log)
             reply_ref = self.reply_ref(envelope, settings)
             message_id = await self.write(
-                partial(_store_headers_only, envelope, raw, hook_log, reply_ref)
+                partial(_store_headers_only, envelope, raw, hook_log, reply_ref),
+                settings.hook_timeout,
             )
         except storage.StorageFull as error:
             log.error("storage full, answered 452: %s", error)
@@ -200,7 +213,8 @@ class Processor:
                 hook_log,
                 reply_ref,
                 facts,
-            )
+            ),
+            settings.hook_timeout,
         )
         message_id = stored.id
         message = hook_message(
@@ -372,14 +386,21 @@ class BodyBacklog:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while ids := await self.processor.in_app(
-                storage.unparsed_messages, FEED_BATCH, self._cursor
-            ):
-                self._cursor = ids[-1]
-                for start in range(0, len(ids), BODIES_PER_TRANSACTION):
-                    await self._wait_for_quiet()
-                    # waits while the workers are busy
-                    await self._queue.put(ids[start : start + BODIES_PER_TRANSACTION])
+            try:
+                await self._feed_waiting()
+            except Exception as error:  # the database is down: look again a little later
+                log.warning("could not read the messages waiting for their body: %s", error)
+                asyncio.get_running_loop().call_later(RETRY_SECONDS, self._wake.set)
+
+    async def _feed_waiting(self) -> None:
+        while ids := await self.processor.in_app(
+            storage.unparsed_messages, FEED_BATCH, self._cursor
+        ):
+            self._cursor = ids[-1]
+            for start in range(0, len(ids), BODIES_PER_TRANSACTION):
+                await self._wait_for_quiet()
+                # waits while the workers are busy
+                await self._queue.put(ids[start : start + BODIES_PER_TRANSACTION])
 
     async def _wait_for_quiet(self) -> None:
         loop = asyncio.get_running_loop()
@@ -524,97 +545,6 @@ def _store_whole(
         conversation=facts,
     )
     return storage.thread_link(connection, message_id)
-
-
-def _store_body(
-    message_id: int,
-    parsed: ParsedMail,
-    html: str | None,
-    facts: storage.ConversationFacts,
-    connection: Connection,
-) -> None:
-    storage.store_body(connection, message_id, parsed, html, facts)
-
-
-_parser_writers: dict[Database, GroupCommit] = {}
-
-
-def complete_bodies(database: Database, message_ids: list[int] | None, settings: Settings) -> int:
-    """Runs in a parser or worker process (module-level: it pickles by name): read the
-    messages (`message_ids`, or the oldest waiting ones when None), parse them, store their
-    bodies in one transaction, each in a savepoint of its own; returns how many it took. A
-    message that cannot be parsed stays as received; a database error raises
-    StorageUnavailable."""
-    writer = _parser_writers.get(database)
-    if writer is None:
-        writer = _parser_writers[database] = GroupCommit(database)
-    if not database.is_sqlite:
-        return _claim_and_complete(writer, message_ids, settings)
-    if message_ids is None:
-        message_ids = writer.read(_waiting, BODIES_PER_TRANSACTION)
-    rows = writer.read(storage.pending_bodies, message_ids) if message_ids else []
-    jobs = [(message_id, job) for message_id, job in _body_jobs(rows, settings)]
-    for _, _, error in writer.write(jobs) if jobs else ():
-        if error is not None:
-            raise error
-    return len(rows)
-
-
-def _waiting(connection: Connection, limit: int) -> list[int]:
-    return storage.unparsed_on(connection, limit)
-
-
-def _claim_and_complete(
-    writer: GroupCommit, message_ids: list[int] | None, settings: Settings
-) -> int:
-    """PostgreSQL: claim (rows locked, others' skipped), parse and store in one transaction,
-    so a worker that dies mid-way leaves its messages to the next."""
-    with writer.transaction() as connection:
-        rows = storage.claim_bodies(connection, message_ids, BODIES_PER_TRANSACTION)
-        for _, job in _body_jobs(rows, settings):
-            _, error = run_job(connection, job)
-            if error is not None:
-                raise error
-    return len(rows)
-
-
-def _body_jobs(
-    rows: list[tuple[int, bytes, str | None]], settings: Settings
-) -> list[tuple[int, Callable[[Connection], None]]]:
-    jobs = []
-    for message_id, raw, reply_ref in rows:
-        try:
-            parsed, html, facts = parse_and_sanitise(raw, settings, reply_ref)
-        except Exception:
-            log.exception("parsing message %s failed; it stays as received", message_id)
-            continue
-        jobs.append((message_id, partial(_store_body, message_id, parsed, html, facts)))
-    return jobs
-
-
-def parse_and_sanitise(raw: bytes, settings: Settings, reply_ref: str | None = None) -> Parse:
-    """Runs in the parse pool's processes: module-level so that it pickles by name. The
-    conversation facts are read from the unsanitised HTML (the filter may drop the quote
-    containers that mark where the history starts)."""
-    parsed = parse_message(raw)
-    html = parsed.html
-    if html is not None and settings.xss_filter:
-        html = sanitize_html(html, settings.xss_filter_level)
-    return parsed, html, conversation_facts(parsed, raw, reply_ref)
-
-
-def conversation_facts(
-    parsed: ParsedMail, raw: bytes, reply_ref: str | None = None
-) -> storage.ConversationFacts:
-    """Kind, reply text and bounce details of a fully parsed message. Never raises: a
-    message that confuses the analysis is a plain message with its whole text."""
-    try:
-        kind = conversation.classify(parsed, raw, reply_ref)
-    except Exception:
-        log.exception("classifying a message failed; it counts as a plain message")
-        kind = conversation.Kind("message", "classification failed")
-    text = conversation.reply_text(parsed.text, parsed.html)
-    return storage.ConversationFacts(kind.kind, kind.reason, text, kind.bounce)
 
 
 def hook_message(

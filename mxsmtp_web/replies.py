@@ -35,22 +35,20 @@ import hashlib
 import hmac
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import closing
 from pathlib import Path
 
-from . import (
-    DATABASE_NAME,
+from mxsmtp_web.config import (
     PROJECT_ROOT,
     SECRET_KEY_NAME,
-    _load_or_create_secret,
-    _make_private_dir,
     boot_value,
     instance_path_from_env,
+    load_or_create_secret,
+    make_private_dir,
 )
-from .settings import machine_fqdn
+from mxsmtp_web.store.direct import stored_settings
+from mxsmtp_web.store.settings import machine_fqdn
 
 #: What a ref may contain; its size sets how densely refs pack into the token.
 REF_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_."  # 66 symbols
@@ -81,7 +79,7 @@ def reply_address(ref: str, domain: str | None = None, expires_in: int | None = 
     and for an `expires_in` that is not positive.
     """
     instance = instance_folder()
-    stored = _stored_settings(instance)
+    stored = stored_settings(instance)
     key = _current_key(instance)
     token = make_token(ref, key, expires_in=expires_in)
     separator = _separator(stored)
@@ -94,7 +92,7 @@ def read_reply_address(address: str) -> str | None:
     raises."""
     try:
         instance = instance_folder()
-        token = _token_of(address, _separator(_stored_settings(instance)))
+        token = _token_of(address, _separator(stored_settings(instance)))
         if token is None:
             return None
         return read_token(token, _known_keys(instance))
@@ -107,7 +105,7 @@ def looks_like_reply_address(address: str) -> bool:
     a recipient hook tells a forged or expired reply address (refuse it) from any other
     recipient. Never raises."""
     try:
-        return _token_of(address, _separator(_stored_settings(instance_folder()))) is not None
+        return _token_of(address, _separator(stored_settings(instance_folder()))) is not None
     except Exception:
         return False
 
@@ -263,8 +261,8 @@ def _current_key(instance: Path) -> bytes:
     configured = boot_value("SECRET_KEY", instance)
     if configured:
         return configured.encode()
-    _make_private_dir(instance)
-    return _load_or_create_secret(instance / SECRET_KEY_NAME).encode()
+    make_private_dir(instance)
+    return load_or_create_secret(instance / SECRET_KEY_NAME).encode()
 
 
 def _known_keys(instance: Path) -> list[bytes]:
@@ -279,45 +277,6 @@ def _known_keys(instance: Path) -> list[bytes]:
         if text:
             keys.append(text.encode())
     return keys
-
-
-_WANTED_SETTINGS = ("reply_domain", "host_name", "reply_separator")
-
-
-def _stored_settings(instance: Path) -> dict[str, str]:
-    """The settings this module needs, read straight from the instance's database (no app,
-    no SQLAlchemy), read-only: the PostgreSQL server MXSMTP_DATABASE_URL names, else the
-    SQLite file. A missing database or table means defaults."""
-    url = boot_value("DATABASE_URL", instance) or ""
-    if url.startswith(("postgresql:", "postgres:", "postgresql+psycopg:")):
-        return _postgresql_settings(url)
-    path = Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
-    path = path or instance / DATABASE_NAME
-    if not path.exists():
-        return {}
-    try:
-        uri = f"{path.as_uri()}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=5)) as connection:
-            rows = connection.execute(
-                "SELECT key, value FROM setting WHERE key IN (?, ?, ?)", _WANTED_SETTINGS
-            ).fetchall()
-    except sqlite3.Error:
-        return {}
-    return {key: (value or "").strip() for key, value in rows}
-
-
-def _postgresql_settings(url: str) -> dict[str, str]:
-    import psycopg
-
-    conninfo = url.replace("postgresql+psycopg:", "postgresql:", 1)
-    try:
-        with psycopg.connect(conninfo, connect_timeout=5, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT key, value FROM setting WHERE key = ANY(%s)", (list(_WANTED_SETTINGS),)
-            ).fetchall()
-    except psycopg.Error:
-        return {}
-    return {key: (value or "").strip() for key, value in rows}
 
 
 def _domain(stored: dict[str, str]) -> str:

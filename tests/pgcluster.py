@@ -45,6 +45,7 @@ class Cluster:
     port: int
     bin: Path
     owner: str | None
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -55,8 +56,19 @@ class Cluster:
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        _run(self, ["pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop"])
+        try:
+            self.pause()
+        except subprocess.CalledProcessError:
+            pass  # already stopped
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data for `resume`."""
+        _run(self, ["pg_ctl", "-D", str(self.folder / "data"), "-m", "immediate", "stop"])
+
+    def resume(self) -> None:
+        """Start it again on the same port, with the same data."""
+        _start(self)
 
 
 def start_cluster(*, durable: bool = False) -> Cluster:
@@ -78,19 +90,25 @@ def start_cluster(*, durable: bool = False) -> Cluster:
         ["initdb", "-D", str(folder / "data"), "-A", "trust", "-U", SUPERUSER, "-E", "UTF8"]
         + ["--locale=C.UTF-8", "--no-sync"],
     )
+    cluster.durable = durable
+    _start(cluster)
+    return cluster
+
+
+def _start(cluster: Cluster) -> None:
     options = [
         "-c listen_addresses=127.0.0.1",
         f"-p {cluster.port}",
-        f"-k {folder}",
+        f"-k {cluster.folder}",
         "-c max_connections=500",
-        f"-c fsync={'on' if durable else 'off'}",
+        f"-c fsync={'on' if cluster.durable else 'off'}",
     ]
+    data, log = cluster.folder / "data", cluster.folder / "log"
     _run(
         cluster,
-        ["pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-t", "60"]
-        + ["-o", " ".join(options), "start"],
+        ["pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", " ".join(options)]
+        + ["start"],
     )
-    return cluster
 
 
 def _run(cluster: Cluster, command: list[str]) -> None:

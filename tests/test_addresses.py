@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mxsmtp_web.addresses import read_mailboxes
-from mxsmtp_web.parsing import parse_message
+from mxsmtp_web.mail.addresses import read_mailboxes
+from mxsmtp_web.mail.parsing import parse_message
 
 
 def display(*values: str) -> list[str]:

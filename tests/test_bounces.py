@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mxsmtp_web import bounces
-from mxsmtp_web.bounces import BounceInfo, find_bounce
-from mxsmtp_web.conversation import classify
-from mxsmtp_web.parsing import ParsedMail, parse_message
+from mxsmtp_web.mail import bounces
+from mxsmtp_web.mail.bounces import BounceInfo, find_bounce
+from mxsmtp_web.mail.conversation import classify
+from mxsmtp_web.mail.parsing import ParsedMail, parse_message
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = DATA / "bounces"
@@ -365,7 +365,7 @@ def test_a_report_full_of_reason_words_is_read_quickly() -> None:
 
 
 def test_unclosed_script_tags_in_a_bounce_cost_little() -> None:
-    from mxsmtp_web.bounces import _without_scripts
+    from mxsmtp_web.mail.bounces import _without_scripts
 
     assert _without_scripts("a<script>x</script >b<STYLE>y</style>c<script>z") == "a b c"
     raw = (

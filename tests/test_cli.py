@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from flask import Flask
 
 from conftest import Mailbox, age_messages, free_port, simple_message, wait_for
-from mxsmtp_web import settings as settings_module
 from mxsmtp_web.cli import main
-from mxsmtp_web.models import Message
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store.models import Message
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mxsmtp_web.conversation import BounceInfo, classify, html_to_text, references, reply_text
-from mxsmtp_web.parsing import ParsedMail, parse_message
+from mxsmtp_web.mail.conversation import BounceInfo, classify, html_to_text, references, reply_text
+from mxsmtp_web.mail.parsing import ParsedMail, parse_message
 
 SAMPLES = Path(__file__).parent / "data" / "replies"
 

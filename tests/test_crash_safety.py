@@ -27,9 +27,9 @@ from sqlalchemy.pool import NullPool
 
 from conftest import Mailbox, simple_message, wait_for
 from mxsmtp_web import DATABASE_NAME
-from mxsmtp_web import settings as settings_module
-from mxsmtp_web.extensions import db
 from mxsmtp_web.smtp.listener import Listener
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store.extensions import db
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
 SENDERS = 20

@@ -5,8 +5,10 @@ start together, and a node that refuses a database newer than its code."""
 from __future__ import annotations
 
 import os
+import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,9 +17,13 @@ import pytest
 from flask import Flask
 from sqlalchemy import text
 
-from conftest import free_port, postgres_server
-from mxsmtp_web import database
-from mxsmtp_web.extensions import db
+from conftest import Mailbox, free_port, postgres_server, simple_message
+from mxsmtp_web import create_app
+from mxsmtp_web.smtp.listener import Listener
+from mxsmtp_web.store import database
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store.extensions import db
+from pgcluster import Cluster, start_cluster
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
 
@@ -94,8 +100,9 @@ def test_a_database_newer_than_the_code_is_refused_with_one_line(app: Flask) -> 
     ],
 )
 def test_a_bad_or_unreachable_url_gets_one_line_naming_the_setting(
-    instance: Path, url: str, says: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, says: str
 ) -> None:
+    monkeypatch.setenv("MXSMTP_INSTANCE", str(tmp_path / "instance"))
     env = {database.URL_SETTING: url.format(port=free_port())}
     for command in (("messages", "list"), ("smtp",), ("worker",), ("db", "current")):
         result = mxsmtp(*command, env=env)
@@ -118,3 +125,52 @@ def test_database_url_from_the_instance_config(instance: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert target.exists() and not (instance / "mxsmtp.sqlite3").exists()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """A PostgreSQL server of this test's own, to stop and start again."""
+    if postgres_server() is None:
+        pytest.skip("PostgreSQL is not available here")
+    cluster = start_cluster()
+    monkeypatch.setenv("MXSMTP_INSTANCE", str(tmp_path / "instance"))
+    monkeypatch.setenv(database.URL_SETTING, cluster.url)
+    yield cluster
+    cluster.stop()
+
+
+def test_postgresql_down_answers_451_in_time_and_mail_flows_again_once_back(
+    own_cluster: Cluster,
+) -> None:
+    app = create_app({"TESTING": True})
+    port = free_port()
+    with app.app_context():
+        settings_module.save({"port": str(port), "hook_timeout": "5"})
+    listener = Listener(app)
+    assert listener.start().running
+
+    def send(message_id: str) -> dict:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            return client.sendmail(
+                "a@x.example", ["b@example.com"], simple_message(message_id=message_id)
+            )
+
+    try:
+        assert send("<before@x>") == {}
+        own_cluster.pause()
+        started = time.monotonic()
+        with pytest.raises(smtplib.SMTPResponseException) as deferred:
+            send("<while-down@x>")
+        assert (deferred.value.smtp_code, deferred.value.smtp_error[:5]) == (451, b"4.3.0")
+        assert time.monotonic() - started < 10  # within the hook timeout (5 s) and a margin
+        own_cluster.resume()
+        assert send("<after@x>") == {}  # no restart
+        mailbox = Mailbox(app, listener)
+        assert {m.message_id for m in map(mailbox.message, [m.id for m in mailbox.messages()])} == {
+            "<before@x>",
+            "<after@x>",
+        }
+    finally:
+        listener.stop(grace=5)
+        with app.app_context():
+            db.engine.dispose()

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA, Mailbox
-from mxsmtp_web import storage
-from mxsmtp_web.models import Status
-from mxsmtp_web.parsing import ParsedMail, parse_message
-from mxsmtp_web.sanitize import LEVELS, sanitize_html
+from mxsmtp_web.mail.parsing import ParsedMail, parse_message
+from mxsmtp_web.mail.sanitize import LEVELS, sanitize_html
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.models import Status
 
 SAMPLES = tuple(path.read_bytes() for path in sorted(Path(DATA).glob("*.eml")))
 COMMON = settings(

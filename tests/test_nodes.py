@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,23 +26,31 @@ from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
 from conftest import free_port, postgres_server, simple_message, wait_for
-from mxsmtp_web import settings as settings_module
-from mxsmtp_web import status, storage
-from mxsmtp_web.extensions import db
-from mxsmtp_web.models import Revision
 from mxsmtp_web.smtp import listener as listener_module
 from mxsmtp_web.smtp.listener import Listener
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store import status, storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Revision
 
 MXSMTP = str(Path(sys.executable).parent / "mxsmtp")
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def node(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+def node(
+    *args: str,
+    env: dict[str, str] | None = None,
+    program: str = MXSMTP,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen]:
     """An `mxsmtp` process as an admin starts one, its output in a file (a pipe nobody reads
     would fill); stopped (SIGTERM) at the end."""
     with tempfile.TemporaryFile("w+") as log:
         process = subprocess.Popen(
-            [MXSMTP, *args],
+            [program, *args] if program == MXSMTP else [program, *args[1:]],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -220,7 +230,7 @@ def test_a_listener_without_its_database_never_binds_the_default_port(
     assert server is not None and database_url is not None
     with app.app_context():
         db.engine.dispose()
-    server.drop(make_url(database_url).database)
+    server.drop_now(make_url(database_url).database)
     listener = Listener(app)
     try:
         state = listener.start()
@@ -228,3 +238,40 @@ def test_a_listener_without_its_database_never_binds_the_default_port(
         assert "waiting for the database" in (state.error or "")
     finally:
         listener.stop(grace=5)
+
+
+def test_the_web_app_under_gunicorn_with_several_workers(app: Flask) -> None:
+    """`gunicorn -w 4 wsgi:app` on the same database as the nodes: every worker serves the
+    pages, and a login made through one is honoured by the others."""
+    from conftest import PASSWORD, make_user
+
+    make_user(app, "gina", "admin")
+    port = free_port()
+    with node(
+        "gunicorn", "-w", "4", "-b", f"127.0.0.1:{port}", "wsgi:app", program=GUNICORN, cwd=ROOT
+    ) as server:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: http_status(f"{base}/login") == 200, timeout=60, what="gunicorn")
+        session = requests_session()
+        page = session.open(f"{base}/login").read().decode()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode(
+            {"username": "gina", "password": PASSWORD, "csrf_token": token}
+        ).encode()
+        session.open(f"{base}/login", data=form)
+        pages = [session.open(f"{base}/").read().decode() for _ in range(12)]
+        assert server.poll() is None
+    assert all("Stored mail" in page for page in pages)  # logged in, whichever worker
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def requests_session() -> urllib.request.OpenerDirector:
+    """A client that keeps cookies, as a browser does."""
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor())

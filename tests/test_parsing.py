@@ -17,7 +17,7 @@ import compressed_rtf
 import pytest
 import tnefparse
 
-from mxsmtp_web.parsing import (
+from mxsmtp_web.mail.parsing import (
     MAX_DEFECTS,
     MAX_UUENCODED_FILES,
     ParsedMail,
@@ -825,7 +825,7 @@ def test_defects_are_listed_once_and_at_most_a_hundred():
 
 
 def test_an_rtf_body_larger_than_the_limit_is_left_out():
-    from mxsmtp_web.tnef import MAX_RTF_BYTES
+    from mxsmtp_web.mail.tnef import MAX_RTF_BYTES
 
     stream = struct.pack("<II", 16, MAX_RTF_BYTES + 1) + b"LZFu" + b"\x00" * 8
     props = tnef_record(

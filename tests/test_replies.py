@@ -19,7 +19,7 @@ from mxsmtp_web.replies import (
     read_token,
     reply_address,
 )
-from mxsmtp_web.settings import machine_fqdn
+from mxsmtp_web.store.settings import machine_fqdn
 
 KEY = b"0123456789abcdef" * 4
 LONGEST_REF = replies.REF_ALPHABET[-1] * replies.MAX_REF_LENGTH  # the largest number
@@ -37,8 +37,8 @@ def store_setting(instance: Path, key: str, value: str) -> None:
     """Write a setting row the way `mxsmtp settings set` stores it (unchecked: a bad value
     must be read as the default), in the instance's database, whichever engine."""
     from mxsmtp_web import create_app
-    from mxsmtp_web.extensions import db
-    from mxsmtp_web.models import Setting
+    from mxsmtp_web.store.extensions import db
+    from mxsmtp_web.store.models import Setting
 
     app = create_app(web=False)
     with app.app_context():

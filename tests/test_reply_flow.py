@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import DATA, Mailbox, simple_message, wait_for
-from mxsmtp_web import storage
 from mxsmtp_web.cli import main
 from mxsmtp_web.replies import make_token, reply_address
+from mxsmtp_web.store import storage
 
 PROJECT = Path(__file__).parent.parent
 README = PROJECT / "README.md"

@@ -17,12 +17,13 @@ from sqlalchemy.schema import CreateTable
 from test_web_settings import form_data
 
 from conftest import simple_message
-from mxsmtp_web import DATABASE_NAME, create_app, storage
-from mxsmtp_web import settings as settings_module
+from mxsmtp_web import DATABASE_NAME, create_app
 from mxsmtp_web.cli import main
-from mxsmtp_web.models import Message, Status
-from mxsmtp_web.parsing import parse_message
+from mxsmtp_web.mail.parsing import parse_message
 from mxsmtp_web.replies import reply_address
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.models import Message, Status
 
 CONVERSATION_COLUMNS = {
     "reply_ref",

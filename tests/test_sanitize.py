@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from mxsmtp_web.sanitize import DEFAULT_LEVEL, LEVELS, sanitize_html
+from mxsmtp_web.mail.sanitize import DEFAULT_LEVEL, LEVELS, sanitize_html
 
 ATTACKS = {
     "script": "<p>hello</p><script>alert(1)</script>",

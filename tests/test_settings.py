@@ -6,8 +6,8 @@ import pytest
 from flask import Flask
 
 from mxsmtp_web import create_app
-from mxsmtp_web import settings as settings_module
-from mxsmtp_web.settings import SettingError
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store.settings import SettingError
 
 
 @pytest.fixture

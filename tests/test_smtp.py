@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from conftest import Mailbox, free_port, simple_message, wait_for
 from mxsmtp_web import DATABASE_NAME
-from mxsmtp_web.extensions import db
+from mxsmtp_web.store.extensions import db
 from test_parsing import CHARSET_SAMPLES, REPORT, SAMPLE_TNEF, charset_mail, winmail_mail
 
 
@@ -267,7 +267,7 @@ def test_double_bounce_probe_skips_sender_check_and_is_not_stored(mailbox: Mailb
         assert code == 250
     assert mailbox.messages() == []
     with mailbox.app.app_context():
-        from mxsmtp_web.storage import probe_count
+        from mxsmtp_web.store.storage import probe_count
 
         assert probe_count() == 1
 
@@ -401,7 +401,7 @@ def test_multipart_message_with_attachment_is_stored_byte_exact(mailbox: Mailbox
     [attachment] = stored.summary.attachments
     assert attachment.filename == "naïve report.bin"
     with mailbox.app.app_context():
-        from mxsmtp_web.storage import get_attachment_data
+        from mxsmtp_web.store.storage import get_attachment_data
 
         assert get_attachment_data(attachment.id) == blob
     assert "plain text" in stored.text and "<b>text</b>" in stored.html
@@ -425,7 +425,7 @@ def test_large_messages_sent_at_once_are_stored_byte_exact(mailbox: Mailbox) -> 
     stored = {m.subject: m for m in mailbox.messages()}
     assert sorted(stored) == ["big 0", "big 1", "big 2"]
     with mailbox.app.app_context():
-        from mxsmtp_web.storage import get_attachment_data
+        from mxsmtp_web.store.storage import get_attachment_data
 
         for blob in blobs:
             [attachment] = stored[f"big {blob[0]}"].attachments
@@ -493,7 +493,7 @@ def _answers(port: int) -> bool:
 def test_listener_can_be_stopped_and_started_by_setting_and_reports_its_state(
     mailbox: Mailbox,
 ) -> None:
-    from mxsmtp_web import status
+    from mxsmtp_web.store import status
 
     port = mailbox.port
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import Mailbox, simple_message, wait_for
-from mxsmtp_web.parsing import _next_dash_line, mime_shape
+from mxsmtp_web.mail.parsing import _next_dash_line, mime_shape
 
 
 def test_sessions_over_the_limit_get_421(mailbox: Mailbox) -> None:

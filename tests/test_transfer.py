@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from mxsmtp_web.transfer import decode, decode_base64, transfer_encoding
+from mxsmtp_web.mail.transfer import decode, decode_base64, transfer_encoding
 
 DATA = bytes(range(256)) * 2
 

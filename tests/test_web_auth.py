@@ -10,7 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import PASSWORD, csrf_token, log_in, make_user
-from mxsmtp_web import accounts, create_app
+from mxsmtp_web import create_app
+from mxsmtp_web.store import accounts
 
 
 def test_logged_out_users_are_sent_to_login(client: FlaskClient) -> None:

@@ -10,7 +10,7 @@ from flask import Flask
 from playwright.sync_api import expect
 
 from conftest import Mailbox, simple_message, wait_for
-from mxsmtp_web import status
+from mxsmtp_web.store import status
 
 PHONE = {"width": 390, "height": 844}
 NO_SIDEWAYS_SCROLL = "document.documentElement.scrollWidth <= window.innerWidth + 1"

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import Mailbox, simple_message
-from mxsmtp_web.models import utcnow
+from mxsmtp_web.store.models import utcnow
 
 
 def test_start_page_needs_login(client: FlaskClient) -> None:
@@ -20,8 +20,8 @@ def test_start_page_needs_login(client: FlaskClient) -> None:
 
 
 @pytest.mark.parametrize("who", ["admin_client", "viewer_client"])
-def test_both_roles_see_the_status(who: str, request: pytest.FixtureRequest) -> None:
-    client: FlaskClient = request.getfixturevalue(who)
+def test_both_roles_see_the_status(who: str, app: Flask, request: pytest.FixtureRequest) -> None:
+    client: FlaskClient = request.getfixturevalue(who)  # `app` above: on both engines
     page = client.get("/").get_data(as_text=True)
     assert "SMTP listener" in page and "Stored mail" in page
     assert "No listener is running in any process" in page

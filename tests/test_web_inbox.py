@@ -11,10 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from conftest import Mailbox, csrf_token, simple_message
-from mxsmtp_web import storage
-from mxsmtp_web.extensions import db
-from mxsmtp_web.models import Message, Status
-from mxsmtp_web.parsing import parse_message
+from mxsmtp_web.mail.parsing import parse_message
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Message, Status
 
 
 def store(

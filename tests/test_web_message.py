@@ -13,10 +13,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from conftest import csrf_token, simple_message
-from mxsmtp_web import create_app, search, settings, storage
-from mxsmtp_web.extensions import db
-from mxsmtp_web.models import Status
-from mxsmtp_web.parsing import parse_message
+from mxsmtp_web import create_app
+from mxsmtp_web.mail.parsing import parse_message
+from mxsmtp_web.store import search, settings, storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Status
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -312,7 +313,7 @@ def test_a_database_without_part_defects_is_brought_up_to_date(app: Flask) -> No
 def test_cid_pictures_as_table_and_css_backgrounds_show_inline(
     app: Flask, viewer_client: FlaskClient
 ) -> None:
-    from mxsmtp_web.sanitize import sanitize_html
+    from mxsmtp_web.mail.sanitize import sanitize_html
 
     raw = (
         b"From: a@sender.example\r\nTo: bob@example.com\r\nSubject: Backgrounds\r\n"

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import Mailbox, age_messages, csrf_token, simple_message
-from mxsmtp_web.models import Message
+from mxsmtp_web.store.models import Message
 from mxsmtp_web.web.purge import human_bytes
 
 

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from conftest import Mailbox, simple_message
-from mxsmtp_web import storage
-from mxsmtp_web.extensions import db
-from mxsmtp_web.models import Refusal
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Refusal
 
 
 def refuse(

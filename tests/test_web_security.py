@@ -20,12 +20,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from conftest import PASSWORD, Mailbox, csrf_token, log_in, make_user, simple_message
-from mxsmtp_web import DATABASE_NAME, SECRET_KEY_NAME, accounts, create_app, storage
-from mxsmtp_web import settings as settings_module
+from mxsmtp_web import DATABASE_NAME, SECRET_KEY_NAME, create_app
 from mxsmtp_web.cli import main
-from mxsmtp_web.extensions import db
-from mxsmtp_web.models import Status
-from mxsmtp_web.parsing import parse_message
+from mxsmtp_web.mail.parsing import parse_message
+from mxsmtp_web.store import accounts, storage
+from mxsmtp_web.store import settings as settings_module
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Status
 
 #: Tables whose rows a state-changing request could touch (not the heartbeat or throttling).
 WATCHED_TABLES = ("user", "setting", "revision", "message", "message_raw", "attachment")

@@ -13,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import Mailbox, csrf_token, free_port, wait_for
-from mxsmtp_web import settings
+from mxsmtp_web.store import settings
 from mxsmtp_web.web import compose
 from mxsmtp_web.web.settings_page import GROUPS
 

@@ -11,7 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from conftest import PASSWORD, csrf_token, log_in, make_user
-from mxsmtp_web import accounts
+from mxsmtp_web.store import accounts
 
 
 def user_id(app: Flask, username: str) -> int:

@@ -14,7 +14,7 @@ from bleach._vendor import html5lib
 from flask.testing import FlaskClient
 
 from conftest import Mailbox
-from mxsmtp_web.sanitize import LEVELS, sanitize_html
+from mxsmtp_web.mail.sanitize import LEVELS, sanitize_html
 from mxsmtp_web.web.preview import html_document
 
 PAYLOADS: dict[str, str] = {
@@ -262,7 +262,7 @@ def html_mail(subject: str, html: str) -> bytes:
 
 
 def test_with_the_filter_off_the_preview_keeps_its_sandbox_and_csp(
-    mailbox: Mailbox, admin_client: FlaskClient
+    mailbox: Mailbox, admin_client: FlaskClient, engine: str
 ) -> None:
     mailbox.configure(xss_filter=False)
     for name, payload in PAYLOADS.items():
@@ -270,7 +270,10 @@ def test_with_the_filter_off_the_preview_keeps_its_sandbox_and_csp(
     stored = {summary.subject: summary.id for summary in mailbox.messages()}
     assert set(stored) == set(PAYLOADS)
     for name, message_id in stored.items():
-        assert mailbox.message(message_id).html.strip() == PAYLOADS[name].strip(), name
+        stored_as = PAYLOADS[name].strip()
+        if engine == "postgresql":  # its text holds no NUL: U+FFFD instead
+            stored_as = stored_as.replace("\x00", "\ufffd")
+        assert mailbox.message(message_id).html.strip() == stored_as, name
         for remote in ("", "?remote=1"):
             response = admin_client.get(f"/inbox/message/{message_id}/preview{remote}")
             assert response.status_code == 200

@@ -17,12 +17,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from .. import reply_codes, storage
-from ..hooks import SessionInfo
-from ..processing import Processor, log_entry
-from ..settings import Settings
-from .data import CHUNK_LIMIT, read_data_section
-from .limits import SessionTracker, content_refusal, counts_as_error
+from mxsmtp_web import reply_codes
+from mxsmtp_web.hooks import SessionInfo
+from mxsmtp_web.processing import Processor, log_entry
+from mxsmtp_web.smtp.data import CHUNK_LIMIT, read_data_section
+from mxsmtp_web.smtp.limits import SessionTracker, content_refusal, counts_as_error
+from mxsmtp_web.store import storage
+from mxsmtp_web.store.settings import Settings
 
 log = logging.getLogger(__name__)
 IDENT = "mxsmtp"

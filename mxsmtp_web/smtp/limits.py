@@ -8,12 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .. import reply_codes
-from ..parsing import header_block_size, mime_shape
-from ..settings import Settings
+from mxsmtp_web import reply_codes
+from mxsmtp_web.mail.parsing import header_block_size, mime_shape
+from mxsmtp_web.store.settings import Settings
 
 if TYPE_CHECKING:
-    from .handler import MailSMTP
+    from mxsmtp_web.smtp.handler import MailSMTP
 
 # Reply codes that count as a client error: syntax and sequence (RFC 5321 4.2.2) and
 # refused recipients (550/553), the stuff of address harvesting.

@@ -13,20 +13,18 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
-from .. import status, storage
-from ..database import is_postgresql
-from ..extensions import db
-from ..group_commit import Database, GroupCommitWriter
-from ..hooks import HookRunner
-from ..processing import Processor, shared_parse_pool
-from ..settings import Settings, parse_listen, read_revision
-from ..settings import load as load_settings
-from .handler import MailHandler, MailSMTP
-from .limits import SessionTracker
+from mxsmtp_web.hooks import HookRunner
+from mxsmtp_web.processing import Processor, shared_parse_pool
+from mxsmtp_web.smtp.handler import MailHandler, MailSMTP
+from mxsmtp_web.smtp.limits import SessionTracker
+from mxsmtp_web.store import status, storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.group_commit import Database, GroupCommitWriter
+from mxsmtp_web.store.settings import RevisionReader, Settings, parse_listen
+from mxsmtp_web.store.settings import load as load_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,8 @@ DEFAULT_GRACE_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 15.0
 PURGE_EVERY_SECONDS = 3600.0
 PURGE_CHECK_SECONDS = 60.0
-REVISION_BUSY_MS = 50
+# A database that does not answer the settings read in this time is treated as down.
+SETTINGS_TIMEOUT_SECONDS = 5.0
 HEARTBEAT_SECONDS = status.HEARTBEAT_SECONDS
 
 
@@ -101,7 +100,7 @@ class Listener:
         self._reported: ListenerState | None = None
         self._reported_at = 0.0
         self._next_purge_at = 0.0
-        self._revision_connection: Any = None
+        self._revisions: RevisionReader | None = None
         self._tls: tuple[tuple, ssl.SSLContext] | None = None
         self._tls_problem = ""
         self.processor: Processor | None = None
@@ -167,8 +166,8 @@ class Listener:
             await self.processor.finish_pending(self._grace)
         finally:
             runner.close()
-            if self._revision_connection is not None:
-                self._revision_connection.close()
+            if self._revisions is not None:
+                self._revisions.close()
             if writer is not None:
                 await writer.close()
             await self._withdraw()
@@ -185,29 +184,25 @@ class Listener:
         anywhere applies from the next session."""
         assert self.processor is not None
         try:
-            revision = self._read_revision()
+            revision = await self._read_revision()
             if revision != self._settings.revision or not self._settings_loaded:
-                self._settings = await self.processor.in_app(load_settings)
+                self._settings = await asyncio.wait_for(
+                    self.processor.in_app(load_settings), SETTINGS_TIMEOUT_SECONDS
+                )
                 self._settings_loaded = True
         except Exception as error:  # the database is down: keep serving with what we know
             log.warning("could not re-read settings, keeping the previous ones: %s", error)
-            self._revision_connection = None
         return self._settings
 
-    def _read_revision(self) -> int:
-        """On the loop thread, through a connection of its own: a WAL reader never waits for
-        the writer, and the short busy timeout bounds the rare exception."""
-        if self._revision_connection is None:
+    async def _read_revision(self) -> int:
+        if self._revisions is None:
             with self.app.app_context():
-                connection = db.engine.raw_connection()
-                postgresql = is_postgresql(db.engine)
-            if postgresql:  # its own, out of the pool: no transaction is left open
-                connection.detach()
-                connection.dbapi_connection.autocommit = True
-            else:
-                connection.execute(f"PRAGMA busy_timeout = {REVISION_BUSY_MS}")
-            self._revision_connection = connection
-        return read_revision(self._revision_connection.dbapi_connection)
+                self._revisions = RevisionReader(db.engine)
+        if not self._revisions.blocking:
+            return self._revisions.read()
+        return await asyncio.wait_for(
+            asyncio.to_thread(self._revisions.read), SETTINGS_TIMEOUT_SECONDS
+        )
 
     async def _follow_settings(self) -> None:
         settings = await self.current_settings()

@@ -7,8 +7,8 @@ from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
-from .. import accounts
-from . import auth, security
+from mxsmtp_web.store import accounts
+from mxsmtp_web.web import auth, security
 
 
 def init_app(app: Flask) -> None:
@@ -28,13 +28,13 @@ def init_app(app: Flask) -> None:
 
 
 def _home_view() -> object:
-    from .home import HomeView
+    from mxsmtp_web.web.home import HomeView
 
     return HomeView(name="Status", url="/", endpoint="admin")
 
 
 def _add_views(admin: Admin) -> None:
-    from . import inbox, purge, refusals, settings_page, users
+    from mxsmtp_web.web import inbox, purge, refusals, settings_page, users
 
     for module in (inbox, refusals, settings_page, purge, users):
         module.register(admin)

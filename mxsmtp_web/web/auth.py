@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, flash, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
@@ -11,8 +10,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
-from .. import accounts
-from ..models import User
+from mxsmtp_web.store import accounts
+from mxsmtp_web.store.models import User
+from mxsmtp_web.web.listing import safe_next
 
 blueprint = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -57,19 +57,6 @@ def _require_password_change() -> Any:
     ).endswith(".static"):
         return None
     return redirect(url_for("auth.password"))
-
-
-def safe_next(target: str | None) -> str:
-    """Only a path on this site: never an absolute or scheme-relative URL."""
-    fallback = url_for("admin.index")
-    if not target:
-        return fallback
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
-        return fallback
-    if "\\" in target or any(ord(ch) < 32 for ch in target):
-        return fallback
-    return target
 
 
 @blueprint.route("/login", methods=["GET", "POST"])

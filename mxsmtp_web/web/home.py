@@ -11,9 +11,9 @@ from typing import Any
 
 from flask_admin import AdminIndexView, expose
 
-from .. import status
-from ..models import utcnow
-from .access import ViewerAccess
+from mxsmtp_web.store import status
+from mxsmtp_web.store.models import utcnow
+from mxsmtp_web.web.access import ViewerAccess
 
 HOURS_IN_DAY = 24
 HOURS_IN_WEEK = 7 * 24

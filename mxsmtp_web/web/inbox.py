@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,12 @@ from wtforms import (
 )
 from wtforms.validators import AnyOf, Length, NumberRange, Optional, ValidationError
 
-from .. import search, storage
-from ..hooks import HookRunner
-from ..models import Status
-from ..processing import Processor
-from . import access, downloads, preview
-from .auth import safe_next
+from mxsmtp_web.hooks import HookRunner
+from mxsmtp_web.processing import Processor
+from mxsmtp_web.store import search, storage
+from mxsmtp_web.store.models import Status
+from mxsmtp_web.web import access, downloads, preview
+from mxsmtp_web.web.listing import day_start, listing_args, page_number, safe_next
 
 PAGE_SIZE = 50
 #: How much of the raw source the message page shows inline; /raw has all of it.
@@ -119,21 +118,6 @@ def message_filter(form: InboxFilterForm) -> search.MessageFilter:
         kind=form.kind.data or None,
         thread_id=form.thread.data,
     )
-
-
-def day_start(day: Any, days_after: int = 0) -> datetime | None:
-    if day is None:
-        return None
-    return datetime.combine(day, time()) + timedelta(days=days_after)
-
-
-def page_number() -> int:
-    return max(request.args.get("page", 1, type=int) or 1, 1)
-
-
-def listing_args() -> dict[str, str]:
-    """The query string of the current list, without the page: for links that keep it."""
-    return {key: value for key, value in request.args.items() if key != "page" and value}
 
 
 class InboxView(access.ViewerAccess, BaseView):

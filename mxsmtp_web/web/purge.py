@@ -13,9 +13,9 @@ from wtforms import FloatField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange, ValidationError
 
-from .. import settings, storage
-from ..models import Status
-from .access import AdminAccess
+from mxsmtp_web.store import settings, storage
+from mxsmtp_web.store.models import Status
+from mxsmtp_web.web.access import AdminAccess
 
 STATUS_CHOICES = [SelectChoice("", "any status")] + [SelectChoice(s.value) for s in Status]
 _UNITS = ("KiB", "MiB", "GiB", "TiB")

@@ -11,9 +11,9 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, SelectChoice, SelectField, StringField
 from wtforms.validators import Length, Optional
 
-from .. import search
-from .access import ViewerAccess
-from .inbox import day_start, listing_args, page_number
+from mxsmtp_web.store import search
+from mxsmtp_web.web.access import ViewerAccess
+from mxsmtp_web.web.listing import day_start, listing_args, page_number
 
 PAGE_SIZE = 50
 

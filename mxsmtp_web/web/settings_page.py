@@ -14,10 +14,11 @@ from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
-from .. import hooks, settings, status, storage
-from ..sanitize import LEVELS
-from . import compose
-from .access import AdminAccess
+from mxsmtp_web import hooks
+from mxsmtp_web.mail.sanitize import LEVELS
+from mxsmtp_web.store import settings, status, storage
+from mxsmtp_web.web import compose
+from mxsmtp_web.web.access import AdminAccess
 
 HOOK_CHOICES_ID = "hook-choices"
 TEST_FORM_PREFIX = "test"  # the test-message form shares the page with the settings form

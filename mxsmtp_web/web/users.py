@@ -13,9 +13,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, Field, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
-from .. import accounts
-from ..models import User
-from .access import AdminAccess
+from mxsmtp_web.store import accounts
+from mxsmtp_web.store.models import User
+from mxsmtp_web.web.access import AdminAccess
 
 ROLE_CHOICES = [
     SelectChoice("viewer", "Viewer: reads the inbox and downloads"),

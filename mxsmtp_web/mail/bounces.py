@@ -67,8 +67,8 @@ from email.message import Message
 from email.utils import getaddresses
 from html import unescape
 
-from . import charsets
-from .parsing import ParsedMail
+from mxsmtp_web.mail import charsets
+from mxsmtp_web.mail.parsing import ParsedMail
 
 log = logging.getLogger(__name__)
 

@@ -75,6 +75,9 @@ def engine_options(url: URL) -> dict[str, Any]:
         "pool_size": PG_POOL_SIZE,
         "max_overflow": PG_POOL_SIZE,
         "pool_timeout": CONNECT_TIMEOUT_SECONDS,
+        # a server restarted (or failed over) leaves dead connections in the pool: test each
+        # one as it is taken (a round trip), so the first message after the restart is stored
+        "pool_pre_ping": True,
         "connect_args": {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "options": "-c synchronous_commit=on",

@@ -8,7 +8,9 @@ A job is a picklable callable `job(connection)` (a `functools.partial` of a modu
 function): it travels to the writer process, and its return value or exception travels back.
 The writer process ignores SIGINT and SIGTERM and stops when the listener closes the link (or
 dies), after writing what it was sent, so a graceful shutdown can still store the messages
-that were in DATA.
+that were in DATA. The link is a `multiprocessing.Pipe`: the standard library frames and
+pickles; on the listener's side a thread sends (pickling large messages off the event loop)
+and a thread receives, handing results to the loop.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import multiprocessing
 import pickle
 import queue
 import signal
-import socket
 import sqlite3
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection as Connection_
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -35,9 +37,12 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from .database import engine_options
-from .extensions import SQLITE_BUSY_TIMEOUT_MS, db  # and the connect event: WAL, synchronous
-from .storage import StorageUnavailable, storage_error
+from mxsmtp_web.store.database import engine_options
+from mxsmtp_web.store.extensions import (  # and the connect event: WAL, synchronous
+    SQLITE_BUSY_TIMEOUT_MS,
+    db,
+)
+from mxsmtp_web.store.storage import StorageUnavailable, storage_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,18 +52,13 @@ Job = Callable[[Connection], Any]
 MAX_BATCH = 200
 CLOSE_TIMEOUT_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 30.0
-# The writer process's first frame: its signals are set aside, it takes jobs.
+# The writer process's first message: its signals are set aside, it takes jobs.
 READY = "ready"
-# Frames on the link: an 8-byte length, then a pickle.
-HEADER = struct.Struct("!Q")
-RECEIVE_BYTES = 1 << 20
-# Socket buffers of the link (the kernel may give less), and the payload size from which the
-# frame header and payload are written separately rather than joined first.
-LINK_BUFFER_BYTES = 4 << 20
-SEPARATE_WRITE_BYTES = 64 << 10
+# What the listener sends when no more jobs follow.
+END = None
 # Modules the fork server imports once, so that each writer and parser process starts in
 # milliseconds and shares their pages with the others.
-PRELOAD = ["mxsmtp_web.group_commit", "mxsmtp_web.processing"]
+PRELOAD = ["mxsmtp_web.store.group_commit", "mxsmtp_web.worker.complete"]
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -87,31 +87,6 @@ class Database:
         return self.url.startswith("sqlite")
 
 
-def frame(value: object) -> list[bytes]:
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return [HEADER.pack(len(payload)), payload]
-
-
-class FrameReader:
-    """Collects bytes as they arrive and gives back each whole frame's value."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data
-        values = []
-        while len(self._buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self._buffer)
-            end = HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            with memoryview(self._buffer) as view, view[HEADER.size : end] as payload:
-                values.append(pickle.loads(payload))
-            del self._buffer[:end]
-        return values
-
-
 class GroupCommitWriter:
     """The listener's side: `submit(job)` sends a job to the writer process and resolves once
     its transaction is committed. A writer process that died is started again for the next
@@ -130,27 +105,20 @@ class GroupCommitWriter:
         async with self._starting:
             if self._link is not None:
                 return
-            ours, theirs = socket.socketpair()
-            for end in (ours, theirs):  # a large message in one send, not in many
-                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LINK_BUFFER_BYTES)
-                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER_BYTES)
+            ours, theirs = multiprocessing.Pipe()
             process = worker_context().Process(
-                target=serve,
-                args=(self._database, theirs),
-                name="mxsmtp-writer",
+                target=serve, args=(self._database, theirs), name="mxsmtp-writer"
             )
             try:
                 await asyncio.to_thread(process.start)
             finally:
                 theirs.close()
-            loop = asyncio.get_running_loop()
-            link = _Link(self._resolve, self._lost)
-            await loop.create_connection(lambda: link, sock=ours)
-            try:  # until it has set its signals aside: a stop signal would kill it before
-                await asyncio.wait_for(asyncio.shield(link.ready), START_TIMEOUT_SECONDS)
-            except (TimeoutError, StorageUnavailable):
+            # until it has set its signals aside: a stop signal would kill it before
+            if await asyncio.to_thread(_first_message, ours, START_TIMEOUT_SECONDS) != READY:
                 process.kill()
-                raise StorageUnavailable("the writer process did not start") from None
+                ours.close()
+                raise StorageUnavailable("the writer process did not start")
+            link = _Link(ours, asyncio.get_running_loop(), self._resolve, self._lost)
             self._link, self._process = link, process
             atexit.register(link.close)
 
@@ -167,9 +135,8 @@ class GroupCommitWriter:
         assert self._link is not None
         job_id = next(self._ids)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        parts = frame((job_id, job))  # a job that does not pickle raises here, to the caller
         self._pending[job_id] = future
-        self._link.send(parts)
+        self._link.send(job_id, job)  # a job that does not pickle fails its own future
         return await future
 
     async def close(self) -> None:
@@ -209,74 +176,101 @@ class GroupCommitWriter:
             threading.Thread(target=self._process.join, daemon=True).start()  # reap it
 
 
-class _Link(asyncio.Protocol):
-    """The listener's end of the socket to the writer process."""
+def _first_message(connection: Connection_, timeout: float) -> Any:
+    try:
+        return connection.recv() if connection.poll(timeout) else None
+    except (EOFError, OSError):
+        return None
+
+
+class _Link:
+    """The listener's end of the pipe to the writer process: a thread sends jobs (in the order
+    they were submitted), a thread receives results and hands them to the event loop."""
 
     def __init__(
         self,
+        connection: Connection_,
+        loop: asyncio.AbstractEventLoop,
         on_results: Callable[[list[tuple[int, Any, BaseException | None]]], None],
         on_lost: Callable[[_Link], None],
     ) -> None:
+        self._connection = connection
+        self._loop = loop
         self._on_results = on_results
         self._on_lost = on_lost
-        self._reader = FrameReader()
-        self._transport: asyncio.Transport | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
+        self._closing = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+        threading.Thread(target=self._send_all, name="mxsmtp-writer-link", daemon=True).start()
+        threading.Thread(target=self._receive_all, name="mxsmtp-writer-link", daemon=True).start()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        for results in self._reader.feed(data):
-            if results == READY:
-                self.ready.set_result(None)
-            else:
-                self._on_results(results)
-
-    def eof_received(self) -> bool:
-        return False  # the writer process has gone: close our end too
-
-    def connection_lost(self, error: Exception | None) -> None:
-        self._transport = None
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if not self.ready.done():
-            self.ready.set_exception(StorageUnavailable("the writer process ended"))
-        self._on_lost(self)
-
-    def send(self, parts: list[bytes]) -> None:
-        if self._transport is None or self._transport.is_closing():
+    def send(self, job_id: int, job: Job) -> None:
+        if self._closing:
             raise StorageUnavailable("the writer process is not running")
-        header, payload = parts
-        if len(payload) < SEPARATE_WRITE_BYTES:
-            self._transport.writelines(parts)  # one send
-        else:  # no joined copy of a large payload
-            self._transport.write(header)
-            self._transport.write(payload)
+        self._outbox.put((job_id, job))
 
     def close(self) -> None:
-        """No more jobs: the writer process sees the end of its input, writes and stops."""
-        if self._transport is not None and self._transport.can_write_eof():
-            self._transport.write_eof()
+        """No more jobs: the writer process writes what it was sent and stops."""
+        if not self._closing:
+            self._closing = True
+            self._outbox.put(END)
+
+    def _send_all(self) -> None:
+        while (item := self._outbox.get()) is not END:
+            try:
+                payload = ForkingPickler.dumps(item)
+            except Exception as error:  # this job cannot travel: only its sender is told
+                self._call_soon(self._on_results, [(item[0], None, _sendable(error))])
+                continue
+            try:
+                self._connection.send_bytes(payload)
+            except (OSError, ValueError):
+                return  # the writer has gone: the receiving thread tells the loop
+        try:
+            self._connection.send(END)
+        except (OSError, ValueError):
+            pass
+
+    def _receive_all(self) -> None:
+        try:
+            while True:
+                self._call_soon(self._on_results, self._connection.recv())
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._connection.close()
+            self._call_soon(self._lost)
+
+    def _lost(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._outbox.put(END)  # the sending thread ends too
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._on_lost(self)
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
 
 
 # The writer process.
 
 
-def serve(database: Database, link: socket.socket) -> None:
+def serve(database: Database, link: Connection_) -> None:
     """The writer process's main function: read jobs, write them in batches, send back each
     job's value or exception; stop at the end of the input."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    link.sendall(b"".join(frame(READY)))
+    link.send(READY)
     jobs: queue.SimpleQueue[tuple[int, Job] | None] = queue.SimpleQueue()
     threading.Thread(target=_receive, args=(link, jobs), daemon=True).start()
     batches = GroupCommit(database)
     try:
         for results in batches.run(jobs):
-            link.sendall(b"".join(frame(results)))
+            link.send(results)
     except OSError:
         pass  # the listener has gone; what was committed stays committed
     finally:
@@ -284,13 +278,11 @@ def serve(database: Database, link: socket.socket) -> None:
         link.close()
 
 
-def _receive(link: socket.socket, jobs: queue.SimpleQueue[tuple[int, Job] | None]) -> None:
-    reader = FrameReader()
+def _receive(link: Connection_, jobs: queue.SimpleQueue[tuple[int, Job] | None]) -> None:
     try:
-        while data := link.recv(RECEIVE_BYTES):
-            for job in reader.feed(data):
-                jobs.put(job)
-    except OSError:
+        while (job := link.recv()) is not END:
+            jobs.put(job)
+    except (EOFError, OSError):
         pass
     finally:
         jobs.put(None)

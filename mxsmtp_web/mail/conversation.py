@@ -21,9 +21,9 @@ from typing import Literal
 
 from mailparser_reply.parser import EmailMessage
 
-from .bounces import BounceInfo as BounceInfo  # re-exported: callers import it here
-from .bounces import find_bounce
-from .parsing import ParsedMail
+from mxsmtp_web.mail.bounces import BounceInfo as BounceInfo  # re-exported: callers import it here
+from mxsmtp_web.mail.bounces import find_bounce
+from mxsmtp_web.mail.parsing import ParsedMail
 
 KindName = Literal["reply", "auto_reply", "bounce", "message"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from .extensions import db
-from .models import ListenerStatus, Message, Refusal, utcnow
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import ListenerStatus, Message, Refusal, utcnow
 
 # A report older than this means the process that wrote it is gone.
 STALE_AFTER = timedelta(seconds=30)

@@ -3,7 +3,7 @@ one history for SQLite and PostgreSQL (SQLite alters tables in batch mode)."""
 
 from alembic import context
 
-from mxsmtp_web.extensions import db
+from mxsmtp_web.store.extensions import db
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -17,12 +17,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from .extensions import db
-from .models import Attachment, Message, MessageRaw, Refusal, Revision, Status, utcnow
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import (
+    Attachment,
+    Message,
+    MessageRaw,
+    Refusal,
+    Revision,
+    Status,
+    utcnow,
+)
 
 if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load the parser
-    from .conversation import BounceInfo
-    from .parsing import ParsedMail, ParsedPart
+    from mxsmtp_web.mail.conversation import BounceInfo
+    from mxsmtp_web.mail.parsing import ParsedMail, ParsedPart
 
 T = TypeVar("T")
 PROBES_COUNTER = "double_bounce_probes"
@@ -245,10 +253,7 @@ def _insert_message_core(
         insert(Message.__table__).returning(Message.__table__.c.id), row
     ).scalar_one()
     connection.execute(insert(MessageRaw.__table__), {"message_id": message_id, "data": raw})
-    if parts:
-        columns = _ATTACHMENT_COLUMNS
-        rows = [dict(zip(columns, values, strict=True)) for values in _part_rows(message_id, parts)]
-        connection.execute(insert(Attachment.__table__), rows)
+    _insert_parts_core(connection, message_id, parts)
     return message_id
 
 
@@ -272,11 +277,8 @@ def store_body(
             .where(Message.__table__.c.id == message_id, Message.__table__.c.parsed.is_(False))
             .values(**values, parsed=True)
         ).rowcount
-        if stored and parsed.attachments:
-            columns = _ATTACHMENT_COLUMNS
-            parts = _part_rows(message_id, parsed.attachments)
-            rows = [dict(zip(columns, part, strict=True)) for part in parts]
-            connection.execute(insert(Attachment.__table__), rows)
+        if stored:
+            _insert_parts_core(connection, message_id, parsed.attachments)
         return
     driver = _driver(connection)
     values["date_header"] = _sql_datetime(values["date_header"])
@@ -462,6 +464,18 @@ def _summary_values(parsed: ParsedMail) -> dict:
 def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> None:
     if parts:
         driver.executemany(_INSERT_ATTACHMENT, _part_rows(message_id, parts))
+
+
+def _insert_parts_core(
+    connection: Connection, message_id: int, parts: Sequence[ParsedPart]
+) -> None:
+    """_insert_parts through SQLAlchemy Core (PostgreSQL)."""
+    if parts:
+        rows = [
+            dict(zip(_ATTACHMENT_COLUMNS, row, strict=True))
+            for row in _part_rows(message_id, parts)
+        ]
+        connection.execute(insert(Attachment.__table__), rows)
 
 
 def _part_rows(message_id: int, parts: Sequence[ParsedPart]) -> list[tuple]:

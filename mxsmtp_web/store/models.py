@@ -13,7 +13,7 @@ from sqlalchemy import Text as _Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from .extensions import db
+from mxsmtp_web.store.extensions import db
 
 
 class _NoNul(TypeDecorator):

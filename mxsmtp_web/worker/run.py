@@ -14,12 +14,12 @@ import time
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import status
-from .group_commit import Database
-from .processing import complete_bodies
-from .settings import Settings, current_revision
-from .settings import load as load_settings
-from .storage import StorageUnavailable
+from mxsmtp_web.store import status
+from mxsmtp_web.store.group_commit import Database
+from mxsmtp_web.store.settings import Settings, current_revision
+from mxsmtp_web.store.settings import load as load_settings
+from mxsmtp_web.store.storage import StorageUnavailable
+from mxsmtp_web.worker.complete import complete_bodies
 
 log = logging.getLogger(__name__)
 

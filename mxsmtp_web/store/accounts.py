@@ -13,8 +13,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .extensions import db
-from .models import LoginFailure, User, utcnow
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import LoginFailure, User, utcnow
 
 ROLES = ("admin", "viewer")
 MIN_PASSWORD_LENGTH = 8

@@ -9,8 +9,8 @@ import hmac
 
 from sqlalchemy.exc import IntegrityError
 
-from .extensions import db
-from .models import ClusterFact
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import ClusterFact
 
 SECRET_FACT = "secret_key_fingerprint"
 

@@ -13,9 +13,9 @@ from datetime import datetime
 from sqlalchemy import column, func, or_, select, update
 from sqlalchemy import text as sql_text
 
-from .extensions import db
-from .models import Attachment, Message, Refusal
-from .storage import AttachmentInfo, transaction
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Attachment, Message, Refusal
+from mxsmtp_web.store.storage import AttachmentInfo, transaction
 
 #: Content types that a browser shows as a plain picture and never runs (no SVG).
 RASTER_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})

@@ -19,8 +19,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .extensions import db
-from .models import Revision, Setting
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Revision, Setting
 
 HOOK_KEYS = ("sender_hook", "recipient_hook", "message_hook")
 XSS_LEVELS = ("strict", "basic", "standard", "relaxed")
@@ -386,13 +386,53 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def read_revision(dbapi_connection: Any) -> int:
-    """The settings revision through a plain DB-API connection: a read of one indexed row,
-    cheap enough for the listener to do before every session without a thread hop."""
+    """The settings revision through a plain DB-API connection: a read of one indexed row."""
     mark = "?" if isinstance(dbapi_connection, sqlite3.Connection) else "%s"
     row = dbapi_connection.execute(
         f"SELECT value FROM {Revision.__tablename__} WHERE name = {mark}", (SETTINGS_REVISION,)
     ).fetchone()
     return row[0] if row else 0
+
+
+class RevisionReader:
+    """The settings revision, read before every SMTP session through a connection of its own,
+    so that a change made anywhere applies from the next session. On SQLite the read is cheap
+    enough for the event loop's thread (a WAL reader never waits for the writer; a short busy
+    timeout bounds the rare exception); on PostgreSQL it is a round trip to a server that may
+    hang, so `blocking` tells the caller to read it in a thread, with a timeout."""
+
+    BUSY_MS = 50
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+        self._connection: Any = None
+        self.blocking = engine.dialect.name == "postgresql"
+
+    def read(self) -> int:
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            return read_revision(self._connection.dbapi_connection)
+        except Exception:
+            self.close()  # a fresh connection next time
+            raise
+
+    def _connect(self) -> Any:
+        connection = self._engine.raw_connection()
+        if self.blocking:  # its own, out of the pool: no transaction is left open
+            connection.detach()
+            connection.dbapi_connection.autocommit = True
+        else:
+            connection.execute(f"PRAGMA busy_timeout = {self.BUSY_MS}")
+        return connection
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception:
+                pass
 
 
 def save(updates: Mapping[str, str]) -> Settings:

@@ -22,8 +22,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html import escape as html_escape
 from typing import Any
 
-from . import addresses, charsets, mime_scan, tnef, transfer
-from .transfer import Decoded
+from mxsmtp_web.mail import addresses, charsets, mime_scan, tnef, transfer
+from mxsmtp_web.mail.transfer import Decoded
 
 #: Defects listed per message at most.
 MAX_DEFECTS = 100

@@ -1,0 +1,140 @@
+"""The store on both engines, below the SMTP side: the queue's claims, search, what hostile
+text becomes, threads, purge. Every test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from conftest import simple_message
+from mxsmtp_web.mail.parsing import parse_headers, parse_message
+from mxsmtp_web.store import search, storage
+from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.models import Status
+
+
+def store_received(app: Flask, raw: bytes, parsed: bool = False) -> int:
+    """A message as the SMTP side stores it: header facts only, body waiting (or whole)."""
+    envelope = storage.Envelope("a@relay.example", ("b@example.com",), "192.0.2.1", "client")
+    with app.app_context():
+        with storage.transaction():
+            summary = parse_message(raw) if parsed else parse_headers(raw)
+            return storage.insert_message(
+                db.session.connection(),
+                envelope,
+                summary,
+                raw,
+                summary.html if parsed else None,
+                Status.RECEIVED,
+                body_parsed=parsed,
+            )
+
+
+def test_claims_lock_their_rows_and_skip_those_another_worker_holds(
+    app: Flask, engine: str
+) -> None:
+    if engine == "sqlite":
+        pytest.skip("SQLite has one writer at a time: there is nothing to skip")
+    ids = [store_received(app, simple_message(message_id=f"<q{n}@x>")) for n in range(5)]
+    other = create_engine(app.config["SQLALCHEMY_DATABASE_URI"], poolclass=NullPool)
+    try:
+        with other.connect() as first, other.connect() as second:
+            with first.begin():
+                taken = storage.claim_bodies(first, None, 3)
+                with second.begin():
+                    rest = storage.claim_bodies(second, None, 3)
+            assert [row[0] for row in taken] == ids[:3]
+            assert [row[0] for row in rest] == ids[3:]  # skipped what the first one holds
+            assert taken[0][1].endswith(b"Hi Bob.\r\n")
+    finally:
+        other.dispose()
+
+
+def test_a_stored_body_completes_the_message_once(app: Flask) -> None:
+    raw = simple_message(subject="Once")
+    message_id = store_received(app, raw)
+    parsed = parse_message(raw)
+    with app.app_context():
+        for _ in range(2):  # a second completion (a repeated claim) changes nothing
+            with storage.transaction():
+                storage.store_body(db.session.connection(), message_id, parsed, None)
+        stored = storage.get_message(message_id)
+        assert stored is not None and stored.summary.parsed and stored.text == "Hi Bob.\n"
+        assert storage.unparsed_messages() == []
+
+
+@pytest.mark.parametrize(
+    "words, found",
+    [
+        ("hello", True),
+        ("HELLO", True),
+        ("hel", True),  # a prefix
+        ("sender", True),  # a part of alice@sender.example
+        ("alice@sender", True),
+        ("cafe", True),  # café, accents ignored
+        ("grusse", False),
+        ("nowhere", False),
+        ("hello nowhere", False),  # every word must occur
+        ('"', None),  # nothing searchable: no filter
+    ],
+)
+def test_search_finds_the_same_words_on_both_engines(
+    app: Flask, words: str, found: bool | None
+) -> None:
+    raw = (
+        "From: Alice <alice@sender.example>\r\nTo: bob@example.com\r\nSubject: Hello there\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nLunch at the café?\r\n"
+    ).encode()
+    message_id = store_received(app, raw, parsed=True)
+    other = b"From: carol@other.example\r\nSubject: Other\r\n\r\nUnrelated.\r\n"
+    store_received(app, other, parsed=True)
+    with app.app_context():
+        page = search.find_messages(search.MessageFilter(text=words))
+    ids = [row.id for row in page.rows]
+    if found is None:
+        assert len(ids) == 2
+    else:
+        assert (message_id in ids) is found and len(ids) == int(found)
+
+
+def test_a_message_waiting_for_its_body_is_not_found_yet(app: Flask) -> None:
+    store_received(app, simple_message(subject="Pending words"))
+    with app.app_context():
+        assert search.find_messages(search.MessageFilter(text="pending")).rows == ()
+
+
+def test_nul_in_mail_text_is_stored(app: Flask, engine: str) -> None:
+    """PostgreSQL's text cannot hold NUL: it is stored as U+FFFD there, as it came on SQLite."""
+    raw = b"Subject: a\x00b\r\nFrom: x@y.example\r\n\r\nbody\x00text\r\n"
+    message_id = store_received(app, raw, parsed=True)
+    with app.app_context():
+        stored = storage.get_message(message_id)
+        assert stored is not None and storage.get_raw(message_id) == raw
+    expected = "\x00" if engine == "sqlite" else "\ufffd"
+    assert stored.text == f"body{expected}text\n"
+
+
+def test_replies_join_the_thread_of_what_they_answer(app: Flask) -> None:
+    first = store_received(app, simple_message(message_id="<root@x>"))
+    answer = (
+        b"From: b@example.com\r\nSubject: Re: Hello\r\nMessage-ID: <re@x>\r\n"
+        b"In-Reply-To: <root@x>\r\nReferences: <root@x>\r\n\r\nYes.\r\n"
+    )
+    second = store_received(app, answer)
+    with app.app_context():
+        summary = storage.get_message(second).summary
+    assert (summary.parent_id, summary.thread_id) == (first, first)
+
+
+def test_purge_counts_and_deletes_on_both_engines(app: Flask, tmp_path: Path) -> None:
+    for number in range(3):
+        store_received(app, simple_message(message_id=f"<p{number}@x>"), parsed=True)
+    with app.app_context():
+        counted = storage.purge_older_than(0, dry_run=True)
+        assert counted.messages == 3
+        assert storage.purge_older_than(0).messages == 3
+        assert storage.list_messages() == []
