@@ -199,8 +199,10 @@ def db_upgrade() -> None:
         after = _revision(db.engine)
     if before == after:
         click.echo(f"already at {after} (head)")
+    elif before is None:  # a new database, or one made by release 0.1 (adopted)
+        click.echo(f"upgraded to {after} (head)")
     else:
-        click.echo(f"upgraded {before or 'a new database'} -> {after} (head)")
+        click.echo(f"upgraded {before} -> {after} (head)")
 
 
 @db_group.command("current")

@@ -60,7 +60,7 @@ def test_db_current_and_upgrade_on_a_new_database(empty_database: None) -> None:
     assert current.returncode == 0 and current.stdout.startswith("none"), current
     upgraded = mxsmtp("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert upgraded.stdout.strip() == f"upgraded a new database -> {database.HEAD} (head)"
+    assert upgraded.stdout.strip() == f"upgraded to {database.HEAD} (head)"
     assert mxsmtp("db", "upgrade").stdout.strip() == f"already at {database.HEAD} (head)"
     assert mxsmtp("db", "current").stdout.strip() == f"{database.HEAD} (head)"
 

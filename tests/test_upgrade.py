@@ -19,6 +19,7 @@ from flask import Flask
 
 from conftest import log_in
 from mxsmtp_web import create_app
+from mxsmtp_web.store import database
 from test_cli import run
 
 FIXTURE = Path(__file__).parent / "data" / "upgrade"
@@ -26,13 +27,26 @@ RECORDED = json.loads((FIXTURE / "release-0.1.json").read_text())
 pytestmark = pytest.mark.sqlite_only("release 0.1 kept its mail in SQLite only")
 
 
-@pytest.fixture
-def upgraded(instance: Path) -> Flask:
+def release_0_1_instance(instance: Path) -> None:
     instance.mkdir(parents=True)
     database = sqlite3.connect(instance / "mxsmtp.sqlite3")
     database.executescript((FIXTURE / "release-0.1.sql").read_text())
     database.close()
+
+
+@pytest.fixture
+def upgraded(instance: Path) -> Flask:
+    release_0_1_instance(instance)
     return create_app({"TESTING": True})
+
+
+def test_db_upgrade_adopts_the_release_and_brings_it_to_head(instance: Path) -> None:
+    release_0_1_instance(instance)
+    assert run("db", "current")[1].startswith("none")
+    assert run("db", "upgrade")[1].strip() == f"upgraded to {database.HEAD} (head)"
+    assert run("db", "current")[1].strip() == f"{database.HEAD} (head)"
+    code, output, _ = run("messages", "list", "--json")
+    assert code == 0 and len(json.loads(output)) == len(RECORDED["messages"])
 
 
 def contains(new: Any, old: Any) -> bool:

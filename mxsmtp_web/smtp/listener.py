@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from mxsmtp_web.processing import Processor, shared_parse_pool
 from mxsmtp_web.smtp.handler import MailHandler, MailSMTP
 from mxsmtp_web.smtp.limits import SessionTracker
 from mxsmtp_web.store import status, storage
+from mxsmtp_web.store.database import PG_POOL_SIZE
 from mxsmtp_web.store.extensions import db
 from mxsmtp_web.store.group_commit import Database, GroupCommitWriter
 from mxsmtp_web.store.settings import RevisionReader, Settings, parse_listen
@@ -148,6 +150,10 @@ class Listener:
         writer = GroupCommitWriter(database) if database.is_sqlite else None
         if writer is not None:
             await writer.start()
+        else:  # a commit waits for the server: as many threads as pooled connections
+            self._loop.set_default_executor(
+                ThreadPoolExecutor(max_workers=PG_POOL_SIZE, thread_name_prefix="mxsmtp-db")
+            )
         workers = self.app.config.get("WORKERS")
         self.processor = Processor(
             self.app, runner, writer, shared_parse_pool(workers), completes_bodies=workers != 0

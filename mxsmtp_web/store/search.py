@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import column, func, or_, select, update
-from sqlalchemy import text as sql_text
+from sqlalchemy import func, or_, select, update
 
+from mxsmtp_web.store import postgresql, sqlite
 from mxsmtp_web.store.extensions import db
 from mxsmtp_web.store.models import Attachment, Message, Refusal
 from mxsmtp_web.store.storage import AttachmentInfo, transaction
@@ -105,16 +105,9 @@ def _matching(words: str) -> object | None:
     """The condition that selects the messages containing `words`, per engine."""
     if _is_postgresql():
         query = tsquery(words)
-        if query is None:
-            return None
-        return sql_text(
-            "message.search @@ to_tsquery('simple', mxsmtp_unaccent(:words))"
-        ).bindparams(words=query)
+        return None if query is None else postgresql.matching(query)
     query = fts_query(words)
-    if query is None:
-        return None
-    matching = sql_text("SELECT rowid FROM message_fts WHERE message_fts MATCH :fts")
-    return Message.id.in_(matching.bindparams(fts=query).columns(column("rowid")))
+    return None if query is None else sqlite.matching(query)
 
 
 def _is_postgresql() -> bool:

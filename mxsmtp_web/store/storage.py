@@ -4,7 +4,6 @@ messages. Every write is one transaction; storage faults surface as `StorageFull
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -12,11 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from mxsmtp_web.store import postgresql, sqlite
 from mxsmtp_web.store.extensions import db
 from mxsmtp_web.store.models import (
     Attachment,
@@ -30,7 +31,7 @@ from mxsmtp_web.store.models import (
 
 if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load the parser
     from mxsmtp_web.mail.conversation import BounceInfo
-    from mxsmtp_web.mail.parsing import ParsedMail, ParsedPart
+    from mxsmtp_web.mail.parsing import ParsedMail
 
 T = TypeVar("T")
 PROBES_COUNTER = "double_bounce_probes"
@@ -211,8 +212,7 @@ def insert_message(
     linked to its parent here, from the header block, so that a thread never depends on
     the order in which bodies get parsed.
 
-    This is the listener's hot path: statements go to the driver directly, prepared once
-    (sqlite3 caches them), without SQLAlchemy's per-statement work."""
+    This is the listener's hot path; how each engine writes it: `sqlite`, `postgresql`."""
     parent_id, thread_id = _find_parent(connection, parsed, reply_ref)
     row = {
         **_summary_values(parsed),
@@ -233,28 +233,7 @@ def insert_message(
         "seen": False,
         "received_at": utcnow(),
     }
-    if not _is_sqlite(connection):
-        return _insert_message_core(connection, row, raw, parsed.attachments)
-    driver = _driver(connection)
-    row["received_at"] = _sql_datetime(row["received_at"])
-    row["date_header"] = _sql_datetime(row["date_header"])
-    message_id = driver.execute(_INSERT_MESSAGE, row).lastrowid
-    driver.execute(_INSERT_RAW, (message_id, raw))
-    _insert_parts(driver, message_id, parsed.attachments)
-    return message_id
-
-
-def _insert_message_core(
-    connection: Connection, row: dict, raw: bytes, parts: Sequence[ParsedPart]
-) -> int:
-    """insert_message on PostgreSQL: SQLAlchemy Core statements (one commit per message;
-    the server groups concurrent commits itself)."""
-    message_id = connection.execute(
-        insert(Message.__table__).returning(Message.__table__.c.id), row
-    ).scalar_one()
-    connection.execute(insert(MessageRaw.__table__), {"message_id": message_id, "data": raw})
-    _insert_parts_core(connection, message_id, parts)
-    return message_id
+    return _engine(connection).insert_message(connection, row, raw, parsed.attachments)
 
 
 def store_body(
@@ -271,19 +250,7 @@ def store_body(
         **_conversation_values(conversation or ConversationFacts()),
         "html_body": html_body,
     }
-    if not _is_sqlite(connection):
-        stored = connection.execute(
-            update(Message.__table__)
-            .where(Message.__table__.c.id == message_id, Message.__table__.c.parsed.is_(False))
-            .values(**values, parsed=True)
-        ).rowcount
-        if stored:
-            _insert_parts_core(connection, message_id, parsed.attachments)
-        return
-    driver = _driver(connection)
-    values["date_header"] = _sql_datetime(values["date_header"])
-    if driver.execute(_STORE_BODY, {**values, "id": message_id}).rowcount:
-        _insert_parts(driver, message_id, parsed.attachments)
+    _engine(connection).store_body(connection, message_id, values, parsed.attachments)
 
 
 def _find_parent(
@@ -353,71 +320,18 @@ def _conversation_values(facts: ConversationFacts) -> dict:
     }
 
 
-_MESSAGE_COLUMNS = [c.name for c in Message.__table__.columns if c.name != "id"]
-_QUOTED_COLUMNS = ", ".join('"' + name + '"' for name in _MESSAGE_COLUMNS)
-_INSERT_MESSAGE = (
-    f"INSERT INTO message ({_QUOTED_COLUMNS}) "
-    f"VALUES ({', '.join(':' + name for name in _MESSAGE_COLUMNS)})"
-)
-_INSERT_RAW = "INSERT INTO message_raw (message_id, data) VALUES (?, ?)"
-_BODY_COLUMNS = (
-    "subject",
-    "from_header",
-    "to_header",
-    "cc_header",
-    "date_header",
-    "message_id",
-    "in_reply_to",
-    "references",
-    "headers",
-    "text_body",
-    "attachment_count",
-    "defects",
-    "html_body",
-    "kind",
-    "reply_text",
-    "bounce_recipient",
-    "bounce_status",
-    "bounce_diagnostic",
-)
-_STORE_BODY = (
-    "UPDATE message SET "
-    + ", ".join(f'"{name}" = :{name}' for name in _BODY_COLUMNS)
-    + ", parsed = 1 WHERE id = :id AND parsed = 0"
-)
-_ATTACHMENT_COLUMNS = (
-    "message_id",
-    "position",
-    "filename",
-    "content_type",
-    "content_id",
-    "disposition",
-    "size",
-    "sha256",
-    "data",
-    "defects",
-)
-_INSERT_ATTACHMENT = (
-    f"INSERT INTO attachment ({', '.join(_ATTACHMENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_ATTACHMENT_COLUMNS))})"
-)
+def _engine(connection: Connection) -> ModuleType:
+    """The module with what this connection's engine does its own way."""
+    return sqlite if connection.dialect.name == "sqlite" else postgresql
 
 
-def _driver(connection: Connection) -> Any:
-    """The sqlite3 connection under a SQLAlchemy connection, for the hot statements."""
-    return connection.connection.driver_connection
-
-
-def _is_sqlite(connection: Connection) -> bool:
-    return connection.dialect.name == "sqlite"
-
-
-def _sql_datetime(value: datetime | None) -> str | None:
-    """The text form SQLAlchemy's SQLite DateTime reads and writes (and sorts by)."""
-    if value is None:
-        return None
-    # strftime's %Y does not pad years before 1000 ("Date: 1 Mar 100"); the reader needs 4.
-    return f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}"
+def claim_bodies(
+    connection: Connection, message_ids: Sequence[int] | None, limit: int
+) -> list[tuple[int, bytes, str | None]]:
+    """PostgreSQL's queue: like `pending_bodies` (or the oldest waiting messages when
+    `message_ids` is None), each row locked until the caller's transaction ends and rows
+    another worker holds skipped (see postgresql.claim_bodies)."""
+    return postgresql.claim_bodies(connection, message_ids, limit)
 
 
 def unparsed_messages(limit: int = 1000, after: int = 0) -> list[int]:
@@ -461,42 +375,6 @@ def _summary_values(parsed: ParsedMail) -> dict:
     }
 
 
-def _insert_parts(driver: Any, message_id: int, parts: Sequence[ParsedPart]) -> None:
-    if parts:
-        driver.executemany(_INSERT_ATTACHMENT, _part_rows(message_id, parts))
-
-
-def _insert_parts_core(
-    connection: Connection, message_id: int, parts: Sequence[ParsedPart]
-) -> None:
-    """_insert_parts through SQLAlchemy Core (PostgreSQL)."""
-    if parts:
-        rows = [
-            dict(zip(_ATTACHMENT_COLUMNS, row, strict=True))
-            for row in _part_rows(message_id, parts)
-        ]
-        connection.execute(insert(Attachment.__table__), rows)
-
-
-def _part_rows(message_id: int, parts: Sequence[ParsedPart]) -> list[tuple]:
-    """The values of each part's row, in _ATTACHMENT_COLUMNS order."""
-    return [
-        (
-            message_id,
-            position,
-            part.filename,
-            part.content_type,
-            part.content_id,
-            part.disposition,
-            len(part.data),
-            hashlib.sha256(part.data).hexdigest(),
-            part.data,
-            json.dumps(list(part.defects)),
-        )
-        for position, part in enumerate(parts)
-    ]
-
-
 def set_outcome(message_id: int, status: Status, hook_log: Sequence[dict]) -> None:
     with transaction():
         db.session.execute(
@@ -531,31 +409,14 @@ def remove_failed_copies_on(
     """`remove_failed_copies` inside the caller's transaction (on the listener's hot path)."""
     if not message_id_header:
         return 0
-    if not _is_sqlite(connection):
-        return (
-            connection.execute(
-                delete(Message).where(
-                    Message.message_id == message_id_header,
-                    Message.status == Status.HOOK_ERROR.value,
-                    Message.mail_from == envelope.mail_from,
-                    Message.rcpt_tos == json.dumps(list(envelope.rcpt_tos)),
-                    Message.id != keep_id,
-                )
-            ).rowcount
-            or 0
-        )
-    cursor = _driver(connection).execute(
-        "DELETE FROM message WHERE message_id = ? AND status = ? AND mail_from = ? "
-        "AND rcpt_tos = ? AND id != ?",
-        (
-            message_id_header,
-            Status.HOOK_ERROR.value,
-            envelope.mail_from,
-            json.dumps(list(envelope.rcpt_tos)),
-            keep_id,
-        ),
+    return _engine(connection).remove_failed_copies(
+        connection,
+        message_id_header,
+        Status.HOOK_ERROR.value,
+        envelope.mail_from,
+        json.dumps(list(envelope.rcpt_tos)),
+        keep_id,
     )
-    return cursor.rowcount or 0
 
 
 def run_in_transaction(job: Callable[[Connection], T]) -> T:
@@ -679,31 +540,6 @@ def pending_bodies(
         .order_by(Message.id)
     )
     return [(row[0], bytes(row[1]), row[2]) for row in rows]
-
-
-def claim_bodies(
-    connection: Connection, message_ids: Sequence[int] | None, limit: int
-) -> list[tuple[int, bytes, str | None]]:
-    """PostgreSQL's queue: like `pending_bodies` (or the oldest waiting messages when
-    `message_ids` is None), each row locked until the caller's transaction ends and rows
-    another worker holds skipped, so that workers on any number of machines never parse the
-    same message twice."""
-    query = select(Message.id, Message.reply_ref).where(Message.parsed.is_(False))
-    if message_ids is not None:
-        query = query.where(Message.id.in_(list(message_ids)))
-    claimed = connection.execute(
-        query.order_by(Message.id).limit(limit).with_for_update(skip_locked=True)
-    ).all()
-    if not claimed:
-        return []
-    raws = dict(
-        connection.execute(
-            select(MessageRaw.message_id, MessageRaw.data).where(
-                MessageRaw.message_id.in_([row[0] for row in claimed])
-            )
-        ).all()
-    )
-    return [(row[0], bytes(raws[row[0]]), row[1]) for row in claimed if row[0] in raws]
 
 
 def get_attachment_data(attachment_id: int) -> bytes | None:
