@@ -503,8 +503,9 @@ def build_of(bin_dir: Path) -> str:
     """Which source a bin folder's mxsmtp runs: its folder, commit, and whether it is dirty."""
     python = bin_dir / "python"
     try:
+        script = "import mxsmtp_web, os; print(os.path.dirname(mxsmtp_web.__file__))"
         where = subprocess.run(
-            [str(python), "-c", "import mxsmtp_web, os; print(os.path.dirname(mxsmtp_web.__file__))"],
+            [str(python), "-c", script],
             capture_output=True, text=True, check=True, timeout=60,
         ).stdout.strip()  # fmt: skip
         commit = subprocess.run(
@@ -525,7 +526,7 @@ def servers_of(options: argparse.Namespace) -> list[Server]:
     for given in options.mxsmtp_bin or [str(BIN)]:
         name, _, folder = given.rpartition("=")
         builds.append((name, Path(folder).resolve()))
-    for name, folder in builds:
+    for _, folder in builds:
         if not (folder / "mxsmtp").exists():
             raise SystemExit(f"no mxsmtp executable in {folder}")
     servers: list[Server] = []
