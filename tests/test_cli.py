@@ -33,7 +33,7 @@ def run(*args: str, input: str | None = None) -> tuple[int, str, bytes]:
 def test_help_lists_every_command() -> None:
     code, output, _ = run("--help")
     assert code == 0
-    for command in ("serve", "smtp", "settings", "users", "messages", "purge"):
+    for command in ("serve", "smtp", "worker", "db", "settings", "users", "messages", "purge"):
         assert command in output
 
 
