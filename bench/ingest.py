@@ -70,6 +70,8 @@ HOOK_SCRIPT = "def process_message(message):\n    return True\n"
 HOOK_SETTING = ("message_hook", "trivial.py:process_message")
 # How long to wait for the bodies after the last message; a sustained load leaves more.
 DRAIN_TIMEOUT_SECONDS = 1800.0
+# ... and how long the count of unparsed bodies may stand still before the run fails.
+STALL_SECONDS = 120.0
 # smtp-source's -m for a sustained load: more than can be sent; it is stopped at the time.
 UNBOUNDED_MESSAGES = 100_000_000
 
@@ -311,19 +313,30 @@ def wait_for_bodies(check: Engine, timeout: float = DRAIN_TIMEOUT_SECONDS) -> fl
     """mxsmtp answers 250 once the raw bytes are committed and parses bodies right after:
     wait for that backlog to drain (the servers keep running) and say how long it took. The
     count of messages must also hold still (a sustained client is stopped mid-dialogue)."""
-    started = time.perf_counter()
-    previous = -1
+    started = progress = time.perf_counter()
+    previous, last_waiting = -1, -1
     with check.connect() as db:
         while True:
             stored, waiting = db.execute(
                 text("SELECT count(*), count(*) FILTER (WHERE NOT parsed) FROM message")
             ).one()
             db.commit()  # a fresh snapshot for the next look
+            now = time.perf_counter()
             if not waiting and stored == previous:
-                return time.perf_counter() - started - 0.2
+                return now - started - 0.2
             previous = stored if not waiting else -1
-            if time.perf_counter() - started > timeout:
-                raise SystemExit(f"message bodies were not all parsed in time ({waiting} left)")
+            if waiting != last_waiting:
+                progress, last_waiting = now, waiting
+            stalled = now - progress > STALL_SECONDS
+            if stalled or now - started > timeout:
+                ids = db.execute(
+                    text("SELECT id FROM message WHERE NOT parsed ORDER BY id LIMIT 20")
+                ).scalars()
+                raise SystemExit(
+                    f"message bodies were not all parsed: {waiting} of {stored} left after "
+                    f"{now - started:.0f} s{f', none for {STALL_SECONDS:.0f} s' * stalled} "
+                    f"(ids {', '.join(map(str, ids))})"
+                )
             time.sleep(0.2)
 
 
