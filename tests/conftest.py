@@ -243,7 +243,7 @@ class Mailbox:
             with self.app.app_context():
                 return not storage.unparsed_messages(1)
 
-        wait_for(settled, timeout=20, what="message bodies to be parsed")
+        wait_for(settled, timeout=60, what="message bodies to be parsed")
 
     def messages(self) -> list[storage.MessageSummary]:
         self.bodies_parsed()
