@@ -62,6 +62,8 @@ QUIET_SECONDS = 0.05
 DEFER_SECONDS = 10.0
 # When a body could not be stored (the database was busy or the writer restarting).
 RETRY_SECONDS = 1.0
+# PostgreSQL: how soon the feed looks again below its cursor for late commits.
+RESCAN_SECONDS = 1.0
 # Body parsing yields the CPU to the SMTP dialogue and the writer: under a burst the backlog
 # (ids only) grows and drains when the burst is over. The lowest priority, not the idle
 # scheduling class: on a machine that is always busy, bodies must still get parsed.
@@ -151,14 +153,19 @@ class Processor:
         return self.replies.first_ref(envelope.rcpt_tos, settings.reply_separator)
 
     async def write(self, job: Callable[[Connection], T], timeout: float | None = None) -> T:
-        """Run a write job in a transaction; committed when this returns. Without a writer
-        process (PostgreSQL) a server that does not answer within `timeout` seconds counts as
-        unavailable: the sender gets 451 rather than a session that hangs (should the commit
-        still land later, the sender's retry is a second copy, never a loss)."""
+        """Run a write job in a transaction; committed when this returns. On PostgreSQL a
+        server that does not answer within `timeout` seconds counts as unavailable: the sender
+        gets 451 rather than a session that hangs (should the commit still land later, the
+        sender's retry is a second copy, never a loss). An SQLite file's busy timeout bounds
+        its own wait."""
         if self.writer is not None:
-            return await self.writer.submit(job)
+            pending = self.writer.submit(job)
+        else:
+            pending = self.in_app(storage.run_in_transaction, job)
+        if self.database.is_sqlite:
+            return await pending
         try:
-            return await asyncio.wait_for(self.in_app(storage.run_in_transaction, job), timeout)
+            return await asyncio.wait_for(pending, timeout)
         except TimeoutError:
             raise storage.StorageUnavailable(
                 f"no answer from the database in {timeout} s"
@@ -401,6 +408,12 @@ class BodyBacklog:
                 await self._wait_for_quiet()
                 # waits while the workers are busy
                 await self._queue.put(ids[start : start + BODIES_PER_TRANSACTION])
+        if self._cursor and not self.processor.database.is_sqlite:
+            # PostgreSQL commits messages from many connections at once: an id below the
+            # cursor may become visible after it moved on. Look again from the start a moment
+            # later (ids parsed meanwhile are not read again; claims skip those in hand).
+            self._cursor = 0
+            asyncio.get_running_loop().call_later(RESCAN_SECONDS, self._wake.set)
 
     async def _wait_for_quiet(self) -> None:
         loop = asyncio.get_running_loop()

@@ -336,7 +336,6 @@ def process_gone(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
 
-@pytest.mark.sqlite_only("PostgreSQL commits from a pool, without a writer process")
 def test_a_writer_process_that_dies_is_started_again(mailbox: Mailbox) -> None:
     writer = mailbox.listener.processor.writer
     first = writer.pid
@@ -349,7 +348,6 @@ def test_a_writer_process_that_dies_is_started_again(mailbox: Mailbox) -> None:
     assert len(mailbox.messages()) == 2
 
 
-@pytest.mark.sqlite_only("PostgreSQL commits from a pool, without a writer process")
 def test_the_writer_process_outlives_signals_to_its_group_until_the_listener_stops(
     app: Flask,
 ) -> None:
@@ -386,9 +384,7 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_a_killed_listener_leaves_no_process_behind(
-    app: Flask, instance: Path, engine: str
-) -> None:
+def test_a_killed_listener_leaves_no_process_behind(app: Flask, instance: Path) -> None:
     """kill -9 (or the OOM killer): the writer, the parser and the fork server end too."""
     with app.app_context():
         port = settings_module.load().port
@@ -399,8 +395,7 @@ def test_a_killed_listener_leaves_no_process_behind(
             client.sendmail("a@sender.example", ["b@example.com"], simple_message())
         wait_for(lambda: unparsed(app) == 0, what="the body parsed")
         helpers = descendants(server.pid)
-        # fork server, writer (SQLite only), parser (+ resource tracker)
-        assert len(helpers) >= (3 if engine == "sqlite" else 2), helpers
+        assert len(helpers) >= 3, helpers  # fork server, writer, parser (+ resource tracker)
         server.kill()
         server.wait(timeout=10)
         wait_for(

@@ -41,6 +41,11 @@ PURGE_BATCH = 500
 MAX_THREAD_REFERENCES = 20
 
 
+#: How each engine says the disk is full (SQLite: SQLITE_FULL; PostgreSQL: ENOSPC), and
+#: nothing else does ("rolled back fully" is not full).
+FULL_WORDS = ("database or disk is full", "disk full", "no space left on device")
+
+
 class StorageUnavailable(Exception):
     """The database could not take the write (locked, read-only, gone): the sender should retry."""
 
@@ -146,7 +151,7 @@ class PurgeResult:
 def storage_error(error: Exception) -> StorageUnavailable:
     """The storage error an SQLAlchemy error means for the sender: full, or try again later."""
     detail = str(getattr(error, "orig", None) or error)
-    if "full" in detail.lower() or "no space left" in detail.lower():
+    if any(words in detail.lower() for words in FULL_WORDS):
         return StorageFull(detail)
     return StorageUnavailable(detail)
 
