@@ -41,6 +41,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def answers(port: int) -> bool:
+    """Whether an SMTP server on the loopback `port` greets and answers NOOP."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+            return client.noop()[0] == 250
+    except OSError:
+        return False
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
     """Poll until `condition()` is truthy; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from conftest import Mailbox, simple_message, wait_for
+from conftest import Mailbox, answers, simple_message, wait_for
 from mxsmtp_web import DATABASE_NAME
 from mxsmtp_web.smtp.listener import Listener
 from mxsmtp_web.store import settings as settings_module
@@ -131,14 +131,6 @@ def stop_server(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def answers(port: int) -> bool:
-    try:
-        smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
-    except OSError:
-        return False
-    return True
 
 
 @contextmanager

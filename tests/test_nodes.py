@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 
-from conftest import free_port, postgres_server, simple_message, wait_for
+from conftest import answers, free_port, postgres_server, simple_message, wait_for
 from mxsmtp_web.smtp import listener as listener_module
 from mxsmtp_web.smtp.listener import Listener
 from mxsmtp_web.store import settings as settings_module
@@ -76,14 +76,6 @@ def stopped_output(process: subprocess.Popen) -> str:
     log = process.log  # type: ignore[attr-defined]
     log.seek(0)
     return log.read()
-
-
-def answers(port: int) -> bool:
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
-            return client.noop()[0] == 250
-    except OSError:
-        return False
 
 
 def send(port: int, count: int, prefix: str = "m") -> None:
