@@ -107,8 +107,11 @@ class Processor:
         parse_pool: Executor | None = None,
         *,
         completes_bodies: bool = True,
+        receiving: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app = app
+        # True while a sender is inside DATA: bodies wait for the transfer too (see BodyBacklog)
+        self.receiving = receiving
         # False with `--workers 0`: separate `mxsmtp worker` processes parse the bodies.
         self.completes_bodies = completes_bodies
         self.runner = runner
@@ -364,8 +367,9 @@ class BodyBacklog:
     hands them to COMPLETERS workers through a small queue.
 
     Under a burst the bodies wait, so that the CPU goes to answering senders: nothing is fed
-    while messages keep arriving less than QUIET_SECONDS apart, for at most DEFER_SECONDS; a
-    load that never pauses gets its bodies parsed beside it after that."""
+    while messages keep arriving less than QUIET_SECONDS apart or a sender is inside DATA
+    (large messages arrive further apart than that, each costing more), for at most
+    DEFER_SECONDS; a load that never pauses gets its bodies parsed beside it after that."""
 
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
@@ -417,7 +421,9 @@ class BodyBacklog:
 
     async def _wait_for_quiet(self) -> None:
         loop = asyncio.get_running_loop()
-        while (now := loop.time()) - self._last_arrival < QUIET_SECONDS:
+        while (
+            now := loop.time()
+        ) - self._last_arrival < QUIET_SECONDS or self.processor.receiving():
             if self._busy_since is None:
                 self._busy_since = now
             if now - self._busy_since >= DEFER_SECONDS:
@@ -520,7 +526,7 @@ def _store_headers_only(
 ) -> int:
     """The fast path's write job: the header block is all a 250 needs; the body follows."""
     summary = parse_headers(raw)
-    message_id = storage.insert_message(
+    return storage.insert_message(
         connection,
         envelope,
         summary,
@@ -530,9 +536,8 @@ def _store_headers_only(
         hook_log,
         body_parsed=False,
         reply_ref=reply_ref,
+        replacing_failed=True,
     )
-    storage.remove_failed_copies_on(connection, summary.message_id, envelope, message_id)
-    return message_id
 
 
 def _store_whole(

@@ -507,3 +507,19 @@ def test_listener_can_be_stopped_and_started_by_setting_and_reports_its_state(
     wait_for(lambda: "listener_enabled is off" in reported(), what="the stopped report")
     mailbox.configure(listener_enabled=True)
     wait_for(lambda: _answers(port), what="the listener to start again")
+
+
+def test_retry_without_the_hook_replaces_the_failed_copy_too(mailbox: Mailbox) -> None:
+    """The fast path (no message hook: the body is parsed after the answer) removes a copy
+    that failed in a hook in the same write as the new message."""
+    mailbox.write_hook("broken.py", "def process_message(message):\n    raise RuntimeError\n")
+    mailbox.configure(message_hook="broken.py:process_message")
+    with pytest.raises(smtplib.SMTPDataError):
+        mailbox.send(simple_message("Again", message_id="<again@example.com>"))
+    with pytest.raises(smtplib.SMTPDataError):  # kept: another message
+        mailbox.send(simple_message("Other", message_id="<other@example.com>"))
+    assert [m.status for m in mailbox.messages()] == ["hook error", "hook error"]
+    mailbox.configure(message_hook="")
+    mailbox.send(simple_message("Again", message_id="<again@example.com>"))
+    statuses = sorted((m.subject, m.status) for m in mailbox.messages())
+    assert statuses == [("Again", "received"), ("Other", "hook error")]

@@ -3,17 +3,19 @@ text becomes, threads, purge. Every test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from conftest import Mailbox, simple_message, wait_for
 from mxsmtp_web.mail.parsing import parse_headers, parse_message
 from mxsmtp_web.store import search, storage
 from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.group_commit import Database, GroupCommit
 from mxsmtp_web.store.models import Status
 
 
@@ -171,3 +173,67 @@ def test_a_message_committed_late_with_a_lower_id_still_gets_its_body(
 def unparsed_count(app: Flask) -> int:
     with app.app_context():
         return len(storage.unparsed_messages())
+
+
+def _insert_job(subject: str, connection: Connection) -> int:
+    raw = simple_message(subject=subject, message_id=f"<{subject}@x>")
+    envelope = storage.Envelope("a@relay.example", ("b@example.com",), "192.0.2.1", "client")
+    return storage.insert_message(
+        connection, envelope, parse_headers(raw), raw, None, Status.RECEIVED, body_parsed=False
+    )
+
+
+def _failing_sql_job(connection: Connection) -> None:
+    connection.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+
+
+def _buggy_job(connection: Connection) -> None:
+    _insert_job("Undone", connection)  # written, then undone with the job
+    raise ValueError("a bug in one job")
+
+
+def test_one_failing_job_does_not_take_its_batch_down(app: Flask) -> None:
+    """The writer commits a batch in one transaction (on PostgreSQL first without a savepoint
+    per job): a job that fails in SQL or raises fails alone, and what it wrote is undone."""
+    writer = GroupCommit(Database.of(app))
+    try:
+        outcomes = writer.write(
+            [
+                (1, partial(_insert_job, "First")),
+                (2, _failing_sql_job),
+                (3, _buggy_job),
+                (4, partial(_insert_job, "Last")),
+            ]
+        )
+        again = writer.write([(5, partial(_insert_job, "Next"))])  # the writer goes on
+    finally:
+        writer.close()
+    values = {job_id: (value, error) for job_id, value, error in outcomes}
+    assert isinstance(values[2][1], storage.StorageUnavailable)
+    assert isinstance(values[3][1], ValueError)
+    assert values[1][1] is None and values[4][1] is None and again[0][2] is None
+    with app.app_context():
+        subjects = {m.id: m.subject for m in storage.list_messages()}
+    assert subjects == {values[1][0]: "First", values[4][0]: "Last", again[0][1]: "Next"}
+
+
+def test_a_batch_fails_whole_when_the_database_is_gone(app: Flask, engine: str) -> None:
+    if engine == "sqlite":
+        pytest.skip("a SQLite file does not go away mid-batch")
+    writer = GroupCommit(Database.of(app))
+    try:
+        assert writer.write([(1, partial(_insert_job, "Before"))])[0][2] is None
+        with app.app_context():
+            db.session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid != pg_backend_pid()"
+                )
+            )
+        outcomes = writer.write([(2, partial(_insert_job, "Lost")), (3, _failing_sql_job)])
+        assert all(isinstance(error, storage.StorageUnavailable) for _, _, error in outcomes)
+        assert writer.write([(4, partial(_insert_job, "After"))])[0][2] is None  # reconnected
+    finally:
+        writer.close()
+    with app.app_context():
+        assert sorted(m.subject for m in storage.list_messages()) == ["After", "Before"]

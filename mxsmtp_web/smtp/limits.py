@@ -42,6 +42,10 @@ class SessionTracker:
     def busy(self) -> list[MailSMTP]:
         return [protocol for protocol in self.open if protocol.in_data]
 
+    def receiving(self) -> bool:
+        """Whether a sender is inside DATA now."""
+        return any(protocol.in_data for protocol in self.open)
+
     def refusal(self, peer: str, settings: Settings) -> str | None:
         """The 421 for a session over a limit (it is already counted), else None."""
         if len(self.open) > settings.max_sessions:

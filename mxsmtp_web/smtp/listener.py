@@ -151,7 +151,12 @@ class Listener:
         await writer.start()
         workers = self.app.config.get("WORKERS")
         self.processor = Processor(
-            self.app, runner, writer, shared_parse_pool(workers), completes_bodies=workers != 0
+            self.app,
+            runner,
+            writer,
+            shared_parse_pool(workers),
+            completes_bodies=workers != 0,
+            receiving=self._tracker.receiving,
         )
         try:
             await self._follow_settings()

@@ -20,9 +20,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-#: The newest migration this code knows (mxsmtp_web/migrations/versions). A database at this
+#: The newest migration this code knows (mxsmtp_web/store/migrations/versions;
+#: tests/test_database.py checks that it is the newest there). A database at this
 #: revision needs no Alembic at start, so CLI commands stay fast.
-HEAD = "0002"
+HEAD = "0003"
 URL_SETTING = "MXSMTP_DATABASE_URL"
 SCHEMES = ("sqlite", "postgresql")
 #: pg_advisory_lock key for migrations: any constant, the same in every node.

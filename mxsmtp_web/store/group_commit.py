@@ -23,7 +23,6 @@ import multiprocessing
 import pickle
 import queue
 import signal
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,17 +31,18 @@ from multiprocessing.connection import Connection as Connection_
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
+import psycopg
 from flask import Flask
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from mxsmtp_web.store.database import engine_options
 from mxsmtp_web.store.extensions import (  # and the connect event: WAL, synchronous
     SQLITE_BUSY_TIMEOUT_MS,
     db,
 )
-from mxsmtp_web.store.storage import StorageUnavailable, storage_error
+from mxsmtp_web.store.storage import DATABASE_ERRORS, StorageUnavailable, storage_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -313,6 +313,8 @@ class GroupCommit:
     def write(self, batch: list[tuple[int, Job]]) -> list[tuple[int, Any, BaseException | None]]:
         outcomes: list[tuple[int, Any, BaseException | None]] = []
         try:
+            if not self._sqlite and (written := self._write_without_savepoints(batch)):
+                return written
             connection = self._connect()
             with connection.begin():
                 # Take the write lock first (waiting if need be): a transaction that reads
@@ -321,12 +323,33 @@ class GroupCommit:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 for job_id, job in batch:
                     outcomes.append((job_id, *run_job(connection, job)))
-        except (SQLAlchemyError, sqlite3.Error) as error:  # the commit failed: nobody is stored
+        except DATABASE_ERRORS as error:  # the commit failed: nobody is stored
             log.error("group commit of %d job(s) failed: %s", len(batch), error)
             self._reset()
             failure = storage_error(error)
             return [(job_id, None, failure) for job_id, _ in batch]
         return outcomes
+
+    def _write_without_savepoints(
+        self, batch: list[tuple[int, Job]]
+    ) -> list[tuple[int, Any, BaseException | None]] | None:
+        """PostgreSQL: the batch in one transaction without a savepoint per job (each costs
+        two round trips, as much as the job itself). None when a job failed: the transaction
+        is rolled back and the caller writes the batch again, each job in its savepoint, so
+        that only the failing job fails. A lost connection fails the whole batch."""
+        connection = self._connect()
+        transaction = connection.begin()
+        try:
+            values = [job(connection) for _, job in batch]
+        except Exception as error:
+            transaction.rollback()
+            if isinstance(error, psycopg.OperationalError) or (
+                isinstance(error, DBAPIError) and error.connection_invalidated
+            ):
+                raise  # the connection is lost: so is the batch
+            return None
+        transaction.commit()
+        return [(job_id, value, None) for (job_id, _), value in zip(batch, values, strict=True)]
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -338,7 +361,7 @@ class GroupCommit:
                 if self._sqlite:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
-        except (SQLAlchemyError, sqlite3.Error) as error:
+        except DATABASE_ERRORS as error:
             self._reset()
             raise storage_error(error) from error
 
@@ -348,7 +371,7 @@ class GroupCommit:
         try:
             with connection.begin():  # SQLite's driver is left in autocommit: no BEGIN
                 return query(connection, *args)
-        except (SQLAlchemyError, sqlite3.Error) as error:
+        except DATABASE_ERRORS as error:
             self._reset()
             raise storage_error(error) from error
 
@@ -405,7 +428,7 @@ def run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | None
     except Exception as error:
         driver.execute("ROLLBACK TO job")
         driver.execute("RELEASE job")
-        if isinstance(error, SQLAlchemyError | sqlite3.Error):
+        if isinstance(error, DATABASE_ERRORS):
             return None, storage_error(error)
         log.exception("write job failed")  # a bug in one job must not stop the writer
         return None, _sendable(error)
@@ -418,7 +441,7 @@ def _run_job_in_savepoint(connection: Connection, job: Job) -> tuple[Any, BaseEx
     try:
         with connection.begin_nested():
             value = job(connection)
-    except SQLAlchemyError as error:
+    except DATABASE_ERRORS as error:
         return None, storage_error(error)
     except Exception as error:
         log.exception("write job failed")

@@ -1,30 +1,64 @@
-"""What PostgreSQL does its own way: SQLAlchemy Core statements (one commit per message; the
-server groups concurrent commits itself), the queue's claims (`FOR UPDATE SKIP LOCKED`), and
-search through the generated tsvector column (migrations/versions/0001)."""
+"""What PostgreSQL does its own way: the listener's hot statements go to psycopg directly (one
+round trip per message: the summary row, the raw bytes and the removal of a copy that failed
+in a hook are one statement; psycopg prepares it after a few uses), the queue's claims
+(`FOR UPDATE SKIP LOCKED`), and search through the generated tsvector column
+(migrations/versions/0001)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy import text as sql_text
 
-from mxsmtp_web.store.models import Attachment, Message, MessageRaw
+from mxsmtp_web.store.models import Message
 from mxsmtp_web.store.rows import ATTACHMENT_COLUMNS, part_rows
 
 if TYPE_CHECKING:
     from mxsmtp_web.mail.parsing import ParsedPart
 
 _MESSAGE = Message.__table__
+_MESSAGE_COLUMNS = [c.name for c in _MESSAGE.columns if c.name != "id"]
+# A CTE's statements all see the snapshot from before it: the DELETE cannot meet the new row.
+_INSERT_MESSAGE = (
+    "WITH m AS (INSERT INTO message ("
+    + ", ".join(f'"{name}"' for name in _MESSAGE_COLUMNS)
+    + ") VALUES ("
+    + ", ".join(f"%({name})s" for name in _MESSAGE_COLUMNS)
+    + ") RETURNING id), "
+    "r AS (INSERT INTO message_raw (message_id, data) SELECT id, %(_raw)s FROM m), "
+    "d AS (DELETE FROM message WHERE message_id = %(_failed_message_id)s "
+    "AND status = %(_failed_status)s AND mail_from = %(_failed_mail_from)s "
+    "AND rcpt_tos = %(_failed_rcpt_tos)s) "
+    "SELECT id FROM m"
+)
+_INSERT_ATTACHMENT = (
+    f"INSERT INTO attachment ({', '.join(ATTACHMENT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(ATTACHMENT_COLUMNS))})"
+)
 
 
 def insert_message(
-    connection: Connection, row: dict, raw: bytes, parts: Sequence[ParsedPart]
+    connection: Connection,
+    row: dict,
+    raw: bytes,
+    parts: Sequence[ParsedPart],
+    failed_copy: tuple[str, str, str, str] | None = None,
 ) -> int:
-    """The summary row, the raw bytes and the parts; returns the message's id."""
-    message_id = connection.execute(insert(_MESSAGE).returning(_MESSAGE.c.id), row).scalar_one()
-    connection.execute(insert(MessageRaw.__table__), {"message_id": message_id, "data": raw})
+    """The summary row, the raw bytes and the parts; returns the message's id. `failed_copy`
+    (Message-ID, status, mail_from, rcpt_tos): stored copies to remove in the same statement."""
+    message_id_header, status, mail_from, rcpt_tos = failed_copy or (None, None, None, None)
+    values = {
+        **{name: _no_nul(value) for name, value in row.items()},
+        "_raw": raw,
+        "_failed_message_id": _no_nul(message_id_header),
+        "_failed_status": status,
+        "_failed_mail_from": _no_nul(mail_from),
+        "_failed_rcpt_tos": _no_nul(rcpt_tos),
+    }
+    with _driver(connection).cursor() as cursor:
+        message_id = cursor.execute(_INSERT_MESSAGE, values).fetchone()[0]
     _insert_parts(connection, message_id, parts)
     return message_id
 
@@ -71,13 +105,13 @@ def claim_bodies(
     ).all()
     if not claimed:
         return []
-    raws = dict(
-        connection.execute(
-            select(MessageRaw.message_id, MessageRaw.data).where(
-                MessageRaw.message_id.in_([row[0] for row in claimed])
-            )
-        ).all()
-    )
+    # bytea in binary: as text it travels hex-encoded, twice its size, coded at both ends
+    with _driver(connection).cursor(binary=True) as cursor:
+        cursor.execute(
+            "SELECT message_id, data FROM message_raw WHERE message_id = ANY(%s)",
+            ([row[0] for row in claimed],),
+        )
+        raws = dict(cursor.fetchall())
     return [(row[0], bytes(raws[row[0]]), row[1]) for row in claimed if row[0] in raws]
 
 
@@ -88,8 +122,21 @@ def matching(tsquery: str) -> Any:
 
 
 def _insert_parts(connection: Connection, message_id: int, parts: Sequence[ParsedPart]) -> None:
+    """psycopg's executemany sends every row before it waits: one round trip."""
     if parts:
-        rows = [
-            dict(zip(ATTACHMENT_COLUMNS, row, strict=True)) for row in part_rows(message_id, parts)
-        ]
-        connection.execute(insert(Attachment.__table__), rows)
+        rows = [tuple(map(_no_nul, row)) for row in part_rows(message_id, parts)]
+        with _driver(connection).cursor() as cursor:
+            cursor.executemany(_INSERT_ATTACHMENT, rows)
+
+
+def _no_nul(value: Any) -> Any:
+    """What models._NoNul does for statements that bypass SQLAlchemy: PostgreSQL's text
+    cannot hold NUL, stored as U+FFFD."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _driver(connection: Connection) -> Any:
+    """The psycopg connection under a SQLAlchemy connection (inside its transaction)."""
+    return connection.connection.driver_connection

@@ -36,9 +36,14 @@ _REMOVE_FAILED_COPIES = (
 
 
 def insert_message(
-    connection: Connection, row: dict, raw: bytes, parts: Sequence[ParsedPart]
+    connection: Connection,
+    row: dict,
+    raw: bytes,
+    parts: Sequence[ParsedPart],
+    failed_copy: tuple[str, str, str, str] | None = None,
 ) -> int:
-    """The summary row, the raw bytes and the parts; returns the message's id."""
+    """The summary row, the raw bytes and the parts; returns the message's id. `failed_copy`
+    (Message-ID, status, mail_from, rcpt_tos): stored copies to remove."""
     driver = _driver(connection)
     row = {**row, "received_at": sql_datetime(row["received_at"])}
     row["date_header"] = sql_datetime(row["date_header"])
@@ -46,6 +51,8 @@ def insert_message(
     driver.execute(_INSERT_RAW, (message_id, raw))
     if parts:
         driver.executemany(_INSERT_ATTACHMENT, part_rows(message_id, parts))
+    if failed_copy is not None:
+        driver.execute(_REMOVE_FAILED_COPIES, (*failed_copy, message_id))
     return message_id
 
 

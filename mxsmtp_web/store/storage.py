@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -44,6 +45,11 @@ MAX_THREAD_REFERENCES = 20
 #: How each engine says the disk is full (SQLite: SQLITE_FULL; PostgreSQL: ENOSPC), and
 #: nothing else does ("rolled back fully" is not full).
 FULL_WORDS = ("database or disk is full", "disk full", "no space left on device")
+
+
+#: What a write can raise when the database fails it: through SQLAlchemy, or from a driver
+#: that the hot statements use directly (sqlite.py, postgresql.py).
+DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
 
 
 class StorageUnavailable(Exception):
@@ -163,7 +169,7 @@ def transaction() -> Iterator[None]:
     try:
         yield
         db.session.commit()
-    except (SQLAlchemyError, sqlite3.Error) as error:
+    except DATABASE_ERRORS as error:
         db.session.rollback()
         raise storage_error(error) from error
 
@@ -208,10 +214,13 @@ def insert_message(
     body_parsed: bool = True,
     reply_ref: str | None = None,
     conversation: ConversationFacts | None = None,
+    replacing_failed: bool = False,
 ) -> int:
     """Write one message (summary, raw bytes, parts) on `connection`, inside the caller's
     transaction; returns its id. With `body_parsed=False`, `parsed` holds only the header
     block and `store_body` completes the message later (with its `conversation` facts).
+    With `replacing_failed`, the copies that failed in a hook (see `remove_failed_copies`)
+    go in the same write.
 
     `reply_ref` is the ref of the reply address the message was sent to. The message is
     linked to its parent here, from the header block, so that a thread never depends on
@@ -238,7 +247,12 @@ def insert_message(
         "seen": False,
         "received_at": utcnow(),
     }
-    return _engine(connection).insert_message(connection, row, raw, parsed.attachments)
+    failed_copy = (
+        (parsed.message_id, Status.HOOK_ERROR.value, envelope.mail_from, row["rcpt_tos"])
+        if replacing_failed and parsed.message_id
+        else None
+    )
+    return _engine(connection).insert_message(connection, row, raw, parsed.attachments, failed_copy)
 
 
 def store_body(
