@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select
 from sqlalchemy import text as sql_text
 
 from mxsmtp_web.store.models import Message
@@ -67,11 +67,15 @@ def store_body(
     connection: Connection, message_id: int, values: dict, parts: Sequence[ParsedPart]
 ) -> None:
     """The body columns and the parts of a message still waiting for them (else nothing)."""
-    stored = connection.execute(
-        update(_MESSAGE)
-        .where(_MESSAGE.c.id == message_id, _MESSAGE.c.parsed.is_(False))
-        .values(**values, parsed=True)
-    ).rowcount
+    names = sorted(values)  # the same statement for every body: psycopg prepares it once
+    statement = (
+        "UPDATE message SET "
+        + ", ".join(f'"{name}" = %({name})s' for name in names)
+        + ", parsed = true WHERE id = %(_id)s AND NOT parsed"
+    )
+    row = {name: _no_nul(values[name]) for name in names}
+    with _driver(connection).cursor() as cursor:
+        stored = cursor.execute(statement, {**row, "_id": message_id}).rowcount
     if stored:
         _insert_parts(connection, message_id, parts)
 
