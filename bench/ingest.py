@@ -517,9 +517,9 @@ def build_of(bin_dir: Path) -> str:
     python = bin_dir / "python"
     try:
         script = "import mxsmtp_web, os; print(os.path.dirname(mxsmtp_web.__file__))"
-        where = subprocess.run(
+        where = subprocess.run(  # from bin_dir: `-c` would import from the current folder
             [str(python), "-c", script],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True, text=True, check=True, timeout=60, cwd=bin_dir,
         ).stdout.strip()  # fmt: skip
         commit = subprocess.run(
             ["git", "-C", where, "log", "-1", "--format=%h"],

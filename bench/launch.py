@@ -95,6 +95,8 @@ def start_node(
         env=mxsmtp_env(instance, database_url),
         stdout=output,
         stderr=subprocess.STDOUT,
+        # not from this checkout: release 0.1's fork server imported from the current folder
+        cwd=instance.parent,
     )
 
 

@@ -155,14 +155,16 @@ class Processor:
         only recipients shaped like ``reply+TOKEN`` cost an HMAC."""
         return self.replies.first_ref(envelope.rcpt_tos, settings.reply_separator)
 
-    async def write(self, job: Callable[[Connection], T], timeout: float | None = None) -> T:
+    async def write(
+        self, job: Callable[[Connection], T], timeout: float | None = None, size: int | None = None
+    ) -> T:
         """Run a write job in a transaction; committed when this returns. On PostgreSQL a
         server that does not answer within `timeout` seconds counts as unavailable: the sender
         gets 451 rather than a session that hangs (should the commit still land later, the
         sender's retry is a second copy, never a loss). An SQLite file's busy timeout bounds
         its own wait."""
         if self.writer is not None:
-            pending = self.writer.submit(job)
+            pending = self.writer.submit(job, size)
         else:
             pending = self.in_app(storage.run_in_transaction, job)
         if self.database.is_sqlite:
@@ -191,6 +193,7 @@ class Processor:
             message_id = await self.write(
                 partial(_store_headers_only, envelope, raw, hook_log, reply_ref),
                 settings.hook_timeout,
+                len(raw),
             )
         except storage.StorageFull as error:
             log.error("storage full, answered 452: %s", error)

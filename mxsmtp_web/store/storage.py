@@ -283,6 +283,8 @@ def _find_parent(
     for message_id in (parsed.in_reply_to, *reversed(parsed.references)):
         if message_id and message_id not in wanted and len(wanted) < MAX_THREAD_REFERENCES:
             wanted.append(message_id)
+    if not wanted and reply_ref is None:
+        return None, None
     thread = func.coalesce(Message.thread_id, Message.id)
     if wanted:
         found: dict[str, tuple[int, int]] = {}
