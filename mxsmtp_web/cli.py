@@ -410,6 +410,62 @@ def messages_reprocess(message_id: int) -> None:
     click.echo(f"message {message_id}: {status}{deleted}: {outcome.reply}")
 
 
+# --- ingest ------------------------------------------------------------------------------
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--sender", required=True, help="The envelope sender (empty or <> for bounces).")
+@click.option("--recipient", "recipients", multiple=True, help="An envelope recipient.")
+@click.option("--peer", default="127.0.0.1", show_default=True, help="The client's address.")
+@click.option("--helo", default="localhost", show_default=True, help="The client's HELO name.")
+@click.argument("more_recipients", nargs=-1)
+def ingest(
+    sender: str, recipients: tuple[str, ...], peer: str, helo: str, more_recipients: tuple[str, ...]
+) -> None:
+    """Receive one message from standard input, as an MTA's pipe gives it, through the SMTP
+    path's checks and storage. Recipients after the options count too (Postfix expands
+    ${recipient} into one argument per recipient). Exit status per sysexits.h: 0 stored,
+    67 every recipient refused, 77 sender or message refused, 65 too large or malformed,
+    75 try again later; standard error carries the SMTP-style reply."""
+    from mxsmtp_web.smtp.ingest import EX_TEMPFAIL, UNAVAILABLE, Delivery
+    from mxsmtp_web.smtp.ingest import ingest as ingest_message
+
+    # The reply comes first on standard error (the MTA quotes it); log lines follow it, one
+    # line each (a hook's traceback is kept with its refusal, on the Refusals page).
+    notes: list[str] = []
+    logging.basicConfig(level=logging.WARNING, handlers=[_OneLineNotes(notes)], force=True)
+    everyone = [*recipients, *more_recipients]
+    if not everyone:
+        click.echo("554 5.5.1 No recipients given (--recipient ADDRESS)", err=True)
+        sys.exit(64)  # EX_USAGE
+    message = sys.stdin.buffer.read()
+    from mxsmtp_web.store.database import DatabaseError
+    from mxsmtp_web.store.settings import SettingError
+
+    try:
+        delivery = ingest_message(_app(), message, sender, everyone, peer, helo)
+    except (DatabaseError, SettingError) as error:  # the MTA keeps the message and retries
+        delivery = Delivery(EX_TEMPFAIL, (*UNAVAILABLE.replies, f"error: {error}"))
+    except Exception as error:  # a bug: the same, with the traceback for the log
+        logging.getLogger(__name__).error("ingest failed", exc_info=error)
+        delivery = Delivery(EX_TEMPFAIL, UNAVAILABLE.replies)
+    for line in [*delivery.replies, *notes]:
+        click.echo(line, err=True)
+    sys.exit(delivery.status)
+
+
+class _OneLineNotes(logging.Handler):
+    """Log records as one line each, kept for after the reply."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        first = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        self.lines.append(f"mxsmtp: {record.levelname.lower()}: {first}")
+
+
 # --- purge -------------------------------------------------------------------------------
 
 

@@ -98,9 +98,13 @@ class MailHandler:
         """aiosmtpd lists the handler's attributes on every connection: only the hooks."""
         return protocol_names(type(self))
 
-    def __init__(self, processor: Processor, settings: Settings) -> None:
+    def __init__(
+        self, processor: Processor, settings: Settings, received_with: str | None = None
+    ) -> None:
         self.processor = processor
         self.settings = settings
+        # The Received header's protocol when it is not this dialogue's (a pipe: "local").
+        self.received_with = received_with
 
     async def handle_EHLO(
         self,
@@ -251,7 +255,9 @@ class MailHandler:
 
     def _received_header(self, info: SessionInfo, session: Session, envelope: Envelope) -> bytes:
         """RFC 5321 4.4 trace header, prepended to the stored message."""
-        protocol = ("ESMTPS" if info.tls else "ESMTP") if session.extended_smtp else "SMTP"
+        protocol = self.received_with or (
+            ("ESMTPS" if info.tls else "ESMTP") if session.extended_smtp else "SMTP"
+        )
         recipient = (
             f"\r\n\tfor <{_clean(envelope.rcpt_tos[0])}>" if len(envelope.rcpt_tos) == 1 else ""
         )
