@@ -395,9 +395,19 @@ def live_server(mailbox: Mailbox) -> Iterator[str]:
     from waitress.server import create_server
 
     server = create_server(mailbox.app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
+    closing = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.run()
+        except OSError:  # closed from this thread while its loop was in select(): EBADF
+            if not closing.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
+    closing.set()
     server.close()
     thread.join(5)
 
