@@ -228,6 +228,7 @@ class Processor:
                 facts,
             ),
             settings.hook_timeout,
+            2 * len(raw),  # the raw bytes and what the parse took out of them
         )
         message_id = stored.id
         message = hook_message(
