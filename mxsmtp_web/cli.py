@@ -429,6 +429,8 @@ def ingest(
     75 try again later; standard error carries the SMTP-style reply."""
     from mxsmtp_web.smtp.ingest import EX_TEMPFAIL, UNAVAILABLE, Delivery
     from mxsmtp_web.smtp.ingest import ingest as ingest_message
+    from mxsmtp_web.store.database import DatabaseError
+    from mxsmtp_web.store.settings import SettingError
 
     # The reply comes first on standard error (the MTA quotes it); log lines follow it, one
     # line each (a hook's traceback is kept with its refusal, on the Refusals page).
@@ -439,9 +441,6 @@ def ingest(
         click.echo("554 5.5.1 No recipients given (--recipient ADDRESS)", err=True)
         sys.exit(64)  # EX_USAGE
     message = sys.stdin.buffer.read()
-    from mxsmtp_web.store.database import DatabaseError
-    from mxsmtp_web.store.settings import SettingError
-
     try:
         delivery = ingest_message(_app(), message, sender, everyone, peer, helo)
     except (DatabaseError, SettingError) as error:  # the MTA keeps the message and retries

@@ -227,9 +227,8 @@ class _Link:
         sending thread cost the listener a tenth of its CPU per message); others queue."""
         if self._closing:
             raise StorageUnavailable("the writer process is not running")
-        if size is None or size > DIRECT_SEND_BYTES or not self._outbox.empty():
-            self._outbox.put((job_id, job))
-        elif not self._send_now(job_id, job):
+        small = size is not None and size <= DIRECT_SEND_BYTES
+        if not (small and self._outbox.empty() and self._send_now(job_id, job)):
             self._outbox.put((job_id, job))
 
     def _send_now(self, job_id: int, job: Job) -> bool:

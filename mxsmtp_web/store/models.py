@@ -16,15 +16,23 @@ from sqlalchemy.types import TypeDecorator
 from mxsmtp_web.store.extensions import db
 
 
-class _NoNul(TypeDecorator):
+def without_nul(value: object) -> object:
     """PostgreSQL's text cannot hold NUL, which hostile mail puts anywhere (a subject, a
-    body, a file name): there it is stored as U+FFFD. SQLite keeps it as it came."""
+    body, a file name): there a text's NUL is stored as U+FFFD; anything else is left."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+class _NoNul(TypeDecorator):
+    """`without_nul` on PostgreSQL for statements through SQLAlchemy (postgresql.py applies
+    it to those it sends to psycopg itself). SQLite keeps NUL as it came."""
 
     cache_ok = True
 
     def process_bind_param(self, value: str | None, dialect: object) -> str | None:
-        if value and dialect.name == "postgresql" and "\x00" in value:  # type: ignore[attr-defined]
-            return value.replace("\x00", "\ufffd")
+        if dialect.name == "postgresql":  # type: ignore[attr-defined]
+            return without_nul(value)  # type: ignore[return-value]
         return value
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, select
 from sqlalchemy import text as sql_text
 
-from mxsmtp_web.store.models import Message
+from mxsmtp_web.store.models import Message, without_nul
 from mxsmtp_web.store.rows import ATTACHMENT_COLUMNS, part_rows
 
 if TYPE_CHECKING:
@@ -50,12 +50,12 @@ def insert_message(
     (Message-ID, status, mail_from, rcpt_tos): stored copies to remove in the same statement."""
     message_id_header, status, mail_from, rcpt_tos = failed_copy or (None, None, None, None)
     values = {
-        **{name: _no_nul(value) for name, value in row.items()},
+        **{name: without_nul(value) for name, value in row.items()},
         "_raw": raw,
-        "_failed_message_id": _no_nul(message_id_header),
+        "_failed_message_id": without_nul(message_id_header),
         "_failed_status": status,
-        "_failed_mail_from": _no_nul(mail_from),
-        "_failed_rcpt_tos": _no_nul(rcpt_tos),
+        "_failed_mail_from": without_nul(mail_from),
+        "_failed_rcpt_tos": without_nul(rcpt_tos),
     }
     with _driver(connection).cursor() as cursor:
         message_id = cursor.execute(_INSERT_MESSAGE, values).fetchone()[0]
@@ -73,7 +73,7 @@ def store_body(
         + ", ".join(f'"{name}" = %({name})s' for name in names)
         + ", parsed = true WHERE id = %(_id)s AND NOT parsed"
     )
-    row = {name: _no_nul(values[name]) for name in names}
+    row = {name: without_nul(values[name]) for name in names}
     with _driver(connection).cursor() as cursor:
         stored = cursor.execute(statement, {**row, "_id": message_id}).rowcount
     if stored:
@@ -128,17 +128,9 @@ def matching(tsquery: str) -> Any:
 def _insert_parts(connection: Connection, message_id: int, parts: Sequence[ParsedPart]) -> None:
     """psycopg's executemany sends every row before it waits: one round trip."""
     if parts:
-        rows = [tuple(map(_no_nul, row)) for row in part_rows(message_id, parts)]
+        rows = [tuple(map(without_nul, row)) for row in part_rows(message_id, parts)]
         with _driver(connection).cursor() as cursor:
             cursor.executemany(_INSERT_ATTACHMENT, rows)
-
-
-def _no_nul(value: Any) -> Any:
-    """What models._NoNul does for statements that bypass SQLAlchemy: PostgreSQL's text
-    cannot hold NUL, stored as U+FFFD."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
 
 
 def _driver(connection: Connection) -> Any:

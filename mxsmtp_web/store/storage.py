@@ -416,28 +416,21 @@ def delete_messages(message_ids: Sequence[int]) -> int:
 
 def remove_failed_copies(message_id_header: str | None, envelope: Envelope, keep_id: int) -> int:
     """When a sender's retry is accepted, the copies that failed in a hook (same Message-ID,
-    same envelope) have served their purpose."""
-    with transaction():
-        removed = remove_failed_copies_on(
-            db.session.connection(), message_id_header, envelope, keep_id
-        )
-    return removed
-
-
-def remove_failed_copies_on(
-    connection: Connection, message_id_header: str | None, envelope: Envelope, keep_id: int
-) -> int:
-    """`remove_failed_copies` inside the caller's transaction (on the listener's hot path)."""
+    same envelope) have served their purpose. (Without a message hook, `insert_message`
+    removes them in the same write: `replacing_failed`.)"""
     if not message_id_header:
         return 0
-    return _engine(connection).remove_failed_copies(
-        connection,
-        message_id_header,
-        Status.HOOK_ERROR.value,
-        envelope.mail_from,
-        json.dumps(list(envelope.rcpt_tos)),
-        keep_id,
-    )
+    with transaction():
+        connection = db.session.connection()
+        removed = _engine(connection).remove_failed_copies(
+            connection,
+            message_id_header,
+            Status.HOOK_ERROR.value,
+            envelope.mail_from,
+            json.dumps(list(envelope.rcpt_tos)),
+            keep_id,
+        )
+    return removed
 
 
 def run_in_transaction(job: Callable[[Connection], T]) -> T:
