@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime
 from typing import Any
 
 import click
@@ -330,13 +329,14 @@ def messages() -> None:
 def messages_list(as_json: bool, limit: int | None) -> None:
     """Stored messages, newest first."""
     from mxsmtp_web.store import storage
+    from mxsmtp_web.store.shapes import summary_json
 
     with _app().app_context():
         summaries = storage.list_messages(limit)
         if _wait_for_bodies([summary.id for summary in summaries]):
             summaries = storage.list_messages(limit)
     if as_json:
-        click.echo(json.dumps([_summary_json(summary) for summary in summaries], indent=2))
+        click.echo(json.dumps([summary_json(summary) for summary in summaries], indent=2))
         return
     for summary in summaries:
         names = ", ".join(a.filename or "(unnamed)" for a in summary.attachments)
@@ -368,6 +368,7 @@ def _wait_for_bodies(message_ids: list[int]) -> bool:
 def messages_show(message_id: int, raw: bool, as_json: bool) -> None:
     """One stored message."""
     from mxsmtp_web.store import storage
+    from mxsmtp_web.store.shapes import message_json
 
     with _app().app_context():
         if raw:
@@ -382,7 +383,7 @@ def messages_show(message_id: int, raw: bool, as_json: bool) -> None:
     if stored is None:
         _fail(f"no message {message_id}")
     if as_json:
-        click.echo(json.dumps(_message_json(stored), indent=2))
+        click.echo(json.dumps(message_json(stored), indent=2))
         return
     _print_message(stored)
 
@@ -506,77 +507,6 @@ def _describe_purge(verb: str, result: Any) -> str:
 
 
 # --- output shapes -----------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() + "Z" if value is not None else None
-
-
-def _attachment_json(attachment: Any) -> dict[str, Any]:
-    return {
-        "id": attachment.id,
-        "filename": attachment.filename,
-        "content_type": attachment.content_type,
-        "content_id": attachment.content_id,
-        "disposition": attachment.disposition,
-        "size": attachment.size,
-        "sha256": attachment.sha256,
-        "defects": list(attachment.defects),
-    }
-
-
-def _summary_json(summary: Any) -> dict[str, Any]:
-    return {
-        "id": summary.id,
-        "received_at": _iso(summary.received_at),
-        "status": summary.status,
-        "sender": summary.mail_from,
-        "recipients": list(summary.rcpt_tos),
-        "mail_from": summary.mail_from,
-        "rcpt_tos": list(summary.rcpt_tos),
-        "subject": summary.subject,
-        "from": summary.from_header,
-        "size": summary.size,
-        "attachments": [_attachment_json(a) for a in summary.attachments],
-        "parsed": summary.parsed,
-        "kind": summary.kind,
-        "reply_ref": summary.reply_ref,
-        "parent_id": summary.parent_id,
-        "thread_id": summary.thread_id,
-        "reply_text": summary.reply_text,
-        "bounce": _bounce_json(summary.bounce),
-    }
-
-
-def _message_json(stored: Any) -> dict[str, Any]:
-    data = _summary_json(stored.summary)
-    data.update(
-        peer_address=stored.peer_address,
-        helo=stored.helo,
-        tls=stored.tls,
-        to=list(stored.to),
-        cc=list(stored.cc),
-        date=_iso(stored.date),
-        message_id=stored.message_id,
-        in_reply_to=stored.in_reply_to,
-        references=list(stored.references),
-        headers=[list(pair) for pair in stored.headers],
-        text=stored.text,
-        html=stored.html,
-        hook_log=list(stored.hook_log),
-        defects=list(stored.defects),
-    )
-    return data
-
-
-def _bounce_json(bounce: Any) -> dict[str, Any] | None:
-    if bounce is None:
-        return None
-    return {
-        "recipient": bounce.recipient,
-        "status": bounce.status,
-        "diagnostic": bounce.diagnostic,
-    }
 
 
 def _print_message(stored: Any) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 #: The newest migration this code knows (mxsmtp_web/store/migrations/versions;
 #: tests/test_database.py checks that it is the newest there). A database at this
 #: revision needs no Alembic at start, so CLI commands stay fast.
-HEAD = "0003"
+HEAD = "0004"
 URL_SETTING = "MXSMTP_DATABASE_URL"
 SCHEMES = ("sqlite", "postgresql")
 #: pg_advisory_lock key for migrations: any constant, the same in every node.

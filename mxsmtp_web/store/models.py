@@ -251,3 +251,66 @@ Index(
     sqlite_where=Message.parsed.is_(False),
     postgresql_where=Message.parsed.is_(False),
 )
+
+
+class Mailbox(db.Model):
+    """A named rule for recipients with its own hooks and handling (issue 12). Empty values
+    inherit the global setting; `default` is built in and never needs a row (one holds only its
+    viewers)."""
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(default=0)
+    patterns: Mapped[str] = mapped_column(Text, default="[]")  # JSON list, in order
+    recipient_hook: Mapped[str] = mapped_column(Text, default="")
+    message_hook: Mapped[str] = mapped_column(Text, default="")
+    webhook_url: Mapped[str] = mapped_column(Text, default="")
+    retention_days: Mapped[int | None] = mapped_column(default=None)  # None: the global one
+    delete_after_process: Mapped[bool | None] = mapped_column(default=None)
+    viewers: Mapped[str] = mapped_column(Text, default="")  # comma-separated user names
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MessageMailbox(db.Model):
+    """A stored message's place in one mailbox, with the route that put it there. A message
+    with no row is in the built-in `default` mailbox only (plain mail costs no extra row)."""
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), primary_key=True
+    )
+    mailbox: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(Text, default="")  # the recipient that matched
+    captures: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
+
+
+class WebhookDelivery(db.Model):
+    """One POST of one message to one URL, retried until delivered or given up: a row, so it
+    survives restarts and any worker on any node can send it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(64), unique=True)  # webhook-id header
+    message_id: Mapped[int | None] = mapped_column(default=None, index=True)  # kept if purged
+    mailbox: Mapped[str] = mapped_column(String(64), default="default")
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int | None] = mapped_column(default=None)  # HTTP status, if any
+    last_response: Mapped[str] = mapped_column(Text, default="")  # an excerpt, or the error
+    payload: Mapped[str | None] = mapped_column(Text, default=None)  # built at the first send
+
+
+class WebhookSecret(db.Model):
+    """A `whsec_…` signing secret. After a rotation the old one signs beside the new one until
+    `retired_at`."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+Index("ix_message_mailbox_mailbox", MessageMailbox.mailbox, MessageMailbox.message_id)
+Index("ix_webhook_delivery_due", WebhookDelivery.status, WebhookDelivery.next_attempt_at)
