@@ -16,7 +16,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +84,10 @@ class HookMessage:
     parent_id: int | None = None  # the stored message it answers
     thread_id: int | None = None  # the first stored message of its thread (its own id)
     bounce: BounceInfo | None = None  # recipient, status, diagnostic of a bounce
+    # The mailbox whose hook this is (see README, "Mailboxes"), and how the recipient matched:
+    # {"address": the recipient, "captures": {"match": what * stood for, or the named groups}}.
+    mailbox: str = "default"
+    route: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called `name` (case-insensitive)."""
