@@ -287,6 +287,113 @@ def _validate_hook(app: Flask, key: str, spec: str) -> None:
         raise SettingError(key, str(error)) from None
 
 
+# --- mailboxes ---------------------------------------------------------------------------
+
+
+@main.group()
+def mailboxes() -> None:
+    """Named rules for recipients, each with its own hooks, webhook, retention and viewers."""
+
+
+@mailboxes.command("add")
+@click.argument("name")
+@click.option(
+    "--match",
+    "patterns",
+    multiple=True,
+    required=True,
+    metavar="PATTERN",
+    help="An address, a glob with * or re:REGEX; repeat for more.",
+)
+def mailboxes_add(name: str, patterns: tuple[str, ...]) -> None:
+    """Add mailbox NAME, matched after the existing ones."""
+    from mxsmtp_web.store import mailbox_edits
+
+    with _app().app_context():
+        try:
+            mailbox_edits.add(name, patterns)
+        except mailbox_edits.MailboxError as error:
+            _fail(str(error))
+    click.echo(f"mailbox {name.strip()} added: " + " ".join(patterns))
+
+
+@mailboxes.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("key")
+@click.argument("values", nargs=-1, required=True)
+def mailboxes_set(name: str, key: str, values: tuple[str, ...]) -> None:
+    """Set KEY of mailbox NAME to VALUE (for match: one or more patterns; "" for the global
+    setting)."""
+    from mxsmtp_web.store import mailbox_edits
+    from mxsmtp_web.store.settings import SettingError
+
+    app = _app()
+    value = "\n".join(values) if key == "match" else " ".join(values)
+    with app.app_context():
+        try:
+            checked = name.strip() != "default" and value.strip() not in ("", "none")
+            if key in ("recipient_hook", "message_hook") and checked:
+                _validate_hook(app, key, value.strip())
+            mailbox_edits.update(name, {key: value})
+        except (mailbox_edits.MailboxError, SettingError) as error:
+            _fail(str(error) if not isinstance(error, SettingError) else f"mailbox {name}: {error}")
+    click.echo(f"{name}.{key} = {value}")
+
+
+@mailboxes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def mailboxes_list(as_json: bool) -> None:
+    """Every mailbox in matching order (first match wins), `default` last."""
+    from mxsmtp_web.store.mailboxes import read_all
+
+    with _app().app_context():
+        found = [_mailbox_json(mailbox) for mailbox in read_all()]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for item in found:
+        patterns = " ".join(item["match"]) or "(every other recipient)"
+        click.echo(f"{item['position']:>10}  {item['name']}  {patterns}")
+        for key in (
+            "recipient_hook",
+            "message_hook",
+            "webhook_url",
+            "retention_days",
+            "delete_after_process",
+        ):
+            if item[key] not in ("", None):
+                click.echo(f"{'':>12}{key} = {item[key]}")
+        click.echo(f"{'':>12}viewers = {', '.join(item['viewers']) or '(admins only)'}")
+
+
+def _mailbox_json(mailbox: Any) -> dict[str, Any]:
+    return {
+        "name": mailbox.name,
+        "position": mailbox.position,
+        "match": list(mailbox.patterns),
+        "recipient_hook": mailbox.recipient_hook,
+        "message_hook": mailbox.message_hook,
+        "webhook_url": mailbox.webhook_url,
+        "retention_days": mailbox.retention_days,
+        "delete_after_process": mailbox.delete_after_process,
+        "viewers": list(mailbox.viewers),
+    }
+
+
+@mailboxes.command("remove")
+@click.argument("name")
+def mailboxes_remove(name: str) -> None:
+    """Remove mailbox NAME; its messages stay, its recipients go to the next match."""
+    from mxsmtp_web.store import mailbox_edits
+
+    with _app().app_context():
+        try:
+            mailbox_edits.remove(name)
+        except mailbox_edits.MailboxError as error:
+            _fail(str(error))
+    click.echo(f"mailbox {name.strip()} removed")
+
+
 # --- users -------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from mxsmtp_web.store.group_commit import (
 from mxsmtp_web.store.models import Status
 from mxsmtp_web.store.settings import Settings
 from mxsmtp_web.store.settings import load as load_settings
+from mxsmtp_web.verdicts import MailboxHook, Settlement, Verdict, message_hooks
 from mxsmtp_web.worker.complete import (
     BODIES_PER_TRANSACTION,
     Parse,
@@ -187,8 +188,11 @@ class Processor:
         """Store the message and, with a message hook, let it decide. Answers 250 only once the
         message (or its deletion after processing) is committed."""
         try:
-            if settings.message_hook:
-                return await self._deliver_to_hook(envelope, session, raw, settings, hook_log)
+            hooks = message_hooks(envelope, settings)
+            if any(hook.spec for hook in hooks):
+                return await self._deliver_to_hooks(
+                    envelope, session, raw, settings, hook_log, hooks
+                )
             reply_ref = self.reply_ref(envelope, settings)
             message_id = await self.write(
                 partial(_store_headers_only, envelope, raw, hook_log, reply_ref),
@@ -204,15 +208,16 @@ class Processor:
         self.complete_later(message_id, settings)
         return Outcome(ACCEPTED, message_id, Status.RECEIVED)
 
-    async def _deliver_to_hook(
+    async def _deliver_to_hooks(
         self,
         envelope: storage.Envelope,
         session: SessionInfo,
         raw: bytes,
         settings: Settings,
         hook_log: list[dict[str, Any]],
+        hooks: list[MailboxHook],
     ) -> Outcome:
-        """The message hook sees the fully parsed message, stored, before we answer."""
+        """The message hooks see the fully parsed message, stored, before we answer."""
         reply_ref = self.reply_ref(envelope, settings)
         parsed, html, facts = await self.parse(raw, settings, reply_ref)
         stored = await self.write(
@@ -230,13 +235,43 @@ class Processor:
             settings.hook_timeout,
             2 * len(raw),  # the raw bytes and what the parse took out of them
         )
-        message_id = stored.id
         message = hook_message(
-            message_id, envelope, session, parsed, html, raw, thread=stored, facts=facts
+            stored.id, envelope, session, parsed, html, raw, thread=stored, facts=facts
         )
-        decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
-        hook_log.append(log_entry("message_hook", settings.message_hook, decision))
-        return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
+        verdicts = await self._ask_mailboxes(hooks, message, settings, hook_log)
+        settlement = Settlement(verdicts, settings.delete_after_process)
+        return await self._settle(envelope, parsed, stored.id, settlement, hook_log)
+
+    async def _ask_mailboxes(
+        self,
+        hooks: list[MailboxHook],
+        message: HookMessage,
+        settings: Settings,
+        hook_log: list[dict[str, Any]],
+    ) -> tuple[Verdict, ...]:
+        """Every mailbox's message hook at once, each seeing its own mailbox and route; all of
+        them within one hook_timeout."""
+        asked = [hook for hook in hooks if hook.spec]
+        decisions = await asyncio.gather(
+            *(
+                self.runner.run(
+                    hook.spec,
+                    (replace(message, mailbox=hook.placement.mailbox, route=hook.placement.route),),
+                    settings.hook_timeout,
+                )
+                for hook in asked
+            )
+        )
+        answers = iter(decisions)
+        verdicts = []
+        for hook in hooks:
+            decision = next(answers) if hook.spec else None
+            if decision is not None:
+                # which mailbox's hook it was, once there is more than one
+                on = hook.placement.mailbox if len(hooks) > 1 else ""
+                hook_log.append(log_entry("message_hook", hook.spec, decision, on))
+            verdicts.append(Verdict(hook, decision))
+        return tuple(verdicts)
 
     def complete_later(self, message_id: int, settings: Settings) -> None:
         """Parse the body of a message stored with only its header block, soon."""
@@ -259,29 +294,52 @@ class Processor:
         envelope: storage.Envelope,
         parsed: ParsedMail,
         message_id: int,
-        decision: Decision,
-        settings: Settings,
+        settlement: Settlement,
         hook_log: list[dict[str, Any]],
     ) -> Outcome:
+        """Keep what the message hooks decided (see `verdicts` for the rule) and answer."""
         try:
-            if decision.failed:
+            failed = settlement.failed
+            if failed is not None and failed.decision is not None:
+                decision = failed.decision
                 await self.in_app(storage.set_outcome, message_id, Status.HOOK_ERROR, hook_log)
                 await self._record(envelope, "message_hook", decision.reply, decision.error)
                 return Outcome(decision.reply or "", message_id, Status.HOOK_ERROR)
-            if not decision.accepted:
+            if not settlement.accepted:
                 await self.in_app(storage.delete_messages, [message_id])
-                reply = decision.reply or REFUSED_MESSAGE
-                await self._record(envelope, "message_hook", reply)
-                return Outcome(reply, None, Status.REJECTED, deleted=True)
+                await self._record(envelope, "message_hook", settlement.reply)
+                return Outcome(settlement.reply, None, Status.REJECTED, deleted=True)
+            await self._record_mailbox_refusals(envelope, settlement)
             await self._forget_failed_copies(parsed, envelope, message_id)
-            if settings.delete_after_process:
-                await self.in_app(storage.delete_messages, [message_id])
-                return Outcome(decision.reply or ACCEPTED, None, Status.PROCESSED, deleted=True)
-            await self.in_app(storage.set_outcome, message_id, Status.PROCESSED, hook_log)
-            return Outcome(decision.reply or ACCEPTED, message_id, Status.PROCESSED)
+            status = Status.PROCESSED if settlement.any_hook_accepted else Status.RECEIVED
+            placed = bool(envelope.placements)
+            leaving = settlement.leaving()
+            if await self.in_app(storage.leave_mailboxes, message_id, leaving, placed):
+                return Outcome(settlement.reply, None, status, deleted=True)
+            await self.in_app(storage.set_outcome, message_id, status, hook_log)
+            return Outcome(settlement.reply, message_id, status)
         except storage.StorageUnavailable as error:
             log.error("storage unavailable after the message hook, answered 451: %s", error)
             return Outcome(STORAGE_UNAVAILABLE, message_id)
+
+    async def _record_mailbox_refusals(
+        self, envelope: storage.Envelope, settlement: Settlement
+    ) -> None:
+        """A mailbox that refused what another accepted: the sender hears 250, so the refusal
+        is kept where admins look (the Refusals page)."""
+        kept = ", ".join(v.hook.mailbox.name for v in settlement.accepted)
+        for verdict in settlement.refused:
+            name = verdict.hook.mailbox.name
+            reply = (verdict.decision.reply if verdict.decision else None) or REFUSED_MESSAGE
+            detail = f"mailbox {name} refused it; kept for {kept}"
+            await self.in_app(
+                storage.record_refusal,
+                envelope,
+                verdict.hook.placement.address,
+                f"message_hook ({name})",
+                reply,
+                detail,
+            )
 
     async def _forget_failed_copies(
         self, parsed: ParsedMail, envelope: storage.Envelope, message_id: int
@@ -308,6 +366,7 @@ class Processor:
             peer_address=stored.peer_address,
             helo=stored.helo,
             tls=stored.tls,
+            placements=stored.summary.placements,
         )
         session = SessionInfo(stored.peer_address, 0, stored.helo, stored.tls)
         hook_log: list[dict[str, Any]] = []
@@ -315,19 +374,22 @@ class Processor:
         if refusal is not None:
             await self.in_app(storage.set_outcome, message_id, refusal, hook_log)
             return Outcome(hook_log[-1]["reply"], message_id, refusal)
-        if not settings.message_hook:
+        hooks = message_hooks(envelope, settings)
+        if not any(hook.spec for hook in hooks):
             await self.in_app(storage.set_outcome, message_id, Status.RECEIVED, hook_log)
             return Outcome(ACCEPTED, message_id, Status.RECEIVED)
         parsed, html, facts = await self.parse(raw, settings, stored.summary.reply_ref)
         message = hook_message(
             message_id, envelope, session, parsed, html, raw, stored, stored.summary, facts
         )
-        decision = await self.runner.run(settings.message_hook, (message,), settings.hook_timeout)
-        hook_log.append(log_entry("message_hook", settings.message_hook, decision))
-        if not decision.accepted and not decision.failed:
+        settlement = Settlement(
+            await self._ask_mailboxes(hooks, message, settings, hook_log),
+            settings.delete_after_process,
+        )
+        if not settlement.failed and not settlement.accepted:
             await self.in_app(storage.set_outcome, message_id, Status.REJECTED, hook_log)
-            return Outcome(decision.reply or REFUSED_MESSAGE, message_id, Status.REJECTED)
-        return await self._settle(envelope, parsed, message_id, decision, settings, hook_log)
+            return Outcome(settlement.reply, message_id, Status.REJECTED)
+        return await self._settle(envelope, parsed, message_id, settlement, hook_log)
 
     async def _envelope_refusal(
         self,

@@ -23,6 +23,7 @@ from mxsmtp_web.processing import Processor, log_entry
 from mxsmtp_web.smtp.data import CHUNK_LIMIT, read_data_section
 from mxsmtp_web.smtp.limits import SessionTracker, content_refusal, counts_as_error
 from mxsmtp_web.store import storage
+from mxsmtp_web.store.mailboxes import Placement, placements_of, route
 from mxsmtp_web.store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class MailEnvelope(Envelope):
         super().__init__()
         self.hook_log: list[dict[str, Any]] = []
         self.probe = False  # a double-bounce verification probe: answered, never stored
+        self.routes: list[Placement] = []  # each accepted recipient's mailbox, in order
 
 
 def session_info(session: Session) -> SessionInfo:
@@ -81,6 +83,7 @@ def envelope_of(info: SessionInfo, envelope: Envelope) -> storage.Envelope:
         peer_address=info.peer_address,
         helo=info.helo_name,
         tls=info.tls,
+        placements=placements_of(getattr(envelope, "routes", ())),
     )
 
 
@@ -160,11 +163,13 @@ class MailHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return reply_codes.TOO_MANY_RECIPIENTS
-        if self.settings.recipient_hook:
+        mailbox, placement = route(address, self.settings.mailboxes)
+        recipient_hook = mailbox.own("recipient_hook", self.settings.recipient_hook)
+        if recipient_hook:
             sender = plain_sender(envelope.mail_from)
             reply = await self._ask(
                 "recipient_hook",
-                self.settings.recipient_hook,
+                recipient_hook,
                 (address, sender, session_info(session)),
                 session,
                 envelope,
@@ -174,6 +179,7 @@ class MailHandler:
             if reply is not None:
                 return reply
         envelope.rcpt_tos.append(address)
+        envelope.routes.append(placement)
         envelope.rcpt_options.extend(rcpt_options)
         return reply_codes.RECIPIENT_OK
 

@@ -258,15 +258,16 @@ class Listener:
         (each node looks every minute whether the cluster's turn is due and takes it)."""
         assert self._loop is not None and self.processor is not None
         now = self._loop.time()
-        if not settings.retention_days or now < self._next_purge_at:
+        keeps_forever = not settings.retention_days and not any(
+            mailbox.retention_days for mailbox in settings.mailboxes
+        )
+        if keeps_forever or now < self._next_purge_at:
             return
         self._next_purge_at = now + PURGE_CHECK_SECONDS
         try:
             if not await self.processor.in_app(storage.take_purge_turn, PURGE_EVERY_SECONDS):
                 return
-            result = await self.processor.in_app(
-                storage.purge_older_than, float(settings.retention_days)
-            )
+            result = await self.processor.in_app(storage.purge_by_retention, settings)
         except Exception as error:
             log.warning("automatic purge failed, will try again: %s", error)
             return

@@ -278,6 +278,7 @@ class MessageMailbox(db.Model):
         ForeignKey("message.id", ondelete="CASCADE"), primary_key=True
     )
     mailbox: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(default=0)  # in the order of the recipients
     address: Mapped[str] = mapped_column(Text, default="")  # the recipient that matched
     captures: Mapped[str] = mapped_column(Text, default="{}")  # JSON object
 

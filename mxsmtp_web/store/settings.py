@@ -7,7 +7,6 @@ listener polls that single integer to notice a change made anywhere.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 import socket
@@ -16,15 +15,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from mxsmtp_web.store import mailboxes
 from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.mailboxes import MailboxConfig
 from mxsmtp_web.store.models import Revision, Setting
 
 HOOK_KEYS = ("sender_hook", "recipient_hook", "message_hook")
 XSS_LEVELS = ("strict", "basic", "standard", "relaxed")
-_HOOK_SPEC = re.compile(r"^[^:\x00-\x1f]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+# SCRIPT.py:FUNCTION, or an http(s) URL: a host (a name, IPv4 or [IPv6]) without a user name,
+# a port, then printable ASCII without spaces. hooks.checked_url checks the rest.
+_HOOK_SPEC = re.compile(
+    r"^(?:[^:\x00-\x1f]+\.py:[A-Za-z_][A-Za-z0-9_]*"
+    r"|(?i:https?)://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:[/?#][!-~]*)?)$"
+)
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -78,7 +85,15 @@ class Settings:
     require_tls: bool = False
     reply_domain: str = ""  # empty means host_name; see `replies.reply_address`
     reply_separator: str = "+"
+    webhook_url: str = ""
+    public_url: str = ""  # empty: the address `mxsmtp serve` listens on; see store.links
+    webhook_link_ttl: int = 7 * 24 * 3600
+    webhook_retry_hours: int = 72
     revision: int = field(default=0, compare=False)
+    # Read with the settings and bumped with their revision: every node sees a change at once.
+    mailboxes: tuple[MailboxConfig, ...] = field(
+        default=(mailboxes.default_mailbox(),), compare=False
+    )
 
     @property
     def effective_host_name(self) -> str:
@@ -165,7 +180,7 @@ def _parse_hook(text: str) -> str:
         return value
     raise ValueError(
         "SCRIPT.py:FUNCTION (a file in instance/hooks/ or an absolute path, then the function "
-        "name), or empty for none"
+        "name), an http:// or https:// URL (an HTTP hook), or empty for none"
     )
 
 
@@ -189,6 +204,48 @@ def _parse_reply_separator(text: str) -> str:
             + " (the character between 'reply' and the token)"
         )
     return value
+
+
+def _parse_webhook_url(text: str) -> str:
+    value = text.strip()
+    if value == "" or _http_url(value, query=True):
+        return value
+    raise ValueError(
+        "an http:// or https:// URL such as https://app.example.com/hooks/mail (a query is "
+        "kept; no user:password@, the signature authenticates), or empty for none"
+    )
+
+
+def _parse_public_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if value == "" or _http_url(value, query=False):
+        return value
+    raise ValueError(
+        "http(s)://HOST[:PORT][/PATH] as webhook receivers reach the web app, e.g. "
+        "https://mail.example.com (no query), or empty for the address `mxsmtp serve` listens on"
+    )
+
+
+def _http_url(value: str, *, query: bool) -> bool:
+    """Whether `value` is an absolute http(s) URL with a valid host, without credentials or
+    fragment (and without a query unless `query`)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a port out of range raises ValueError
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc or parts.fragment:
+        return False
+    if (parts.query or value.endswith("?")) and not query:
+        return False
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOSTNAME.match(host)) and not parts.netloc.startswith("[")
+    return True
 
 
 @dataclass(frozen=True)
@@ -317,6 +374,28 @@ SPECS: dict[str, SettingSpec] = {
             + " ".join(REPLY_SEPARATORS)
             + ".",
         ),
+        SettingSpec(
+            "webhook_url",
+            _parse_webhook_url,
+            "URL that receives a signed POST for every stored message; empty for none.",
+        ),
+        SettingSpec(
+            "public_url",
+            _parse_public_url,
+            "The web app's address as webhook receivers reach it, for the download links in "
+            "webhooks; empty means the address `mxsmtp serve` listens on.",
+        ),
+        SettingSpec(
+            "webhook_link_ttl",
+            _parse_int(60, 366 * 24 * 3600),
+            "Seconds the download links in a webhook work without a login.",
+        ),
+        SettingSpec(
+            "webhook_retry_hours",
+            _parse_int(0, 24 * 90),
+            "Hours a failing webhook is retried (with growing pauses, at most an hour apart) "
+            "before it is marked failed; 0 tries once.",
+        ),
     )
 }
 
@@ -359,7 +438,7 @@ def load() -> Settings:
                 values[key] = parse_value(key, rows[key])
             except SettingError:
                 continue
-    return Settings(**values, revision=current_revision())
+    return Settings(**values, revision=current_revision(), mailboxes=mailboxes.read_all())
 
 
 def current_revision() -> int:
@@ -441,18 +520,22 @@ def save(updates: Mapping[str, str]) -> Settings:
     parsed = {key: parse_value(key, text) for key, text in updates.items()}
     for key, value in parsed.items():
         db.session.merge(Setting(key=key, value=to_text(value)))
+    bump_revision()
+    db.session.commit()
+    return load()
+
+
+def bump_revision() -> None:
+    """Tell every node that settings or mailboxes changed (in the caller's transaction)."""
     revision = db.session.get(Revision, SETTINGS_REVISION)
     if revision is None:
         db.session.add(Revision(name=SETTINGS_REVISION, value=1))
     else:
         revision.value += 1
-    db.session.commit()
-    return load()
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:
     """The settings as the CLI and the JSON output show them, without bookkeeping fields."""
-    values = dataclasses.asdict(settings)
-    values.pop("revision")
+    values = {key: getattr(settings, key) for key in SPECS}
     values["host_name"] = settings.effective_host_name
     return {key: to_json_value(values[key]) for key in SPECS}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mxsmtp_web.store.mailboxes import DEFAULT, Placement
 from mxsmtp_web.store.storage import AttachmentInfo, Bounce, MessageSummary, StoredMessage
 
 
@@ -46,6 +47,20 @@ def summary_json(summary: MessageSummary) -> dict[str, Any]:
         "thread_id": summary.thread_id,
         "reply_text": summary.reply_text,
         "bounce": bounce_json(summary.bounce),
+        **mailbox_json(summary),
+    }
+
+
+def mailbox_json(summary: MessageSummary) -> dict[str, Any]:
+    """`mailbox` and `route` as the first mailbox's hook saw them, and every mailbox it is in
+    (a message in two mailboxes is stored once)."""
+    placements = summary.placements or (
+        Placement(DEFAULT, summary.rcpt_tos[0] if summary.rcpt_tos else ""),
+    )
+    return {
+        "mailbox": placements[0].mailbox,
+        "route": placements[0].route,
+        "mailboxes": [{"name": p.mailbox, "route": p.route} for p in placements],
     }
 
 

@@ -15,20 +15,35 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    not_,
+    null,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
-from mxsmtp_web.store import postgresql, sqlite
+from mxsmtp_web.store import mailboxes, postgresql, sqlite
 from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.mailboxes import Placement
 from mxsmtp_web.store.models import (
     Attachment,
     Message,
+    MessageMailbox,
     MessageRaw,
     Refusal,
     Revision,
     Status,
     utcnow,
 )
+from mxsmtp_web.store.settings import Settings
 
 if TYPE_CHECKING:  # only for annotations: the light CLI commands must not load the parser
     from mxsmtp_web.mail.conversation import BounceInfo
@@ -69,6 +84,8 @@ class Envelope:
     peer_address: str = ""
     helo: str = ""
     tls: bool = False
+    # The mailboxes it goes into (see `mailboxes`); empty: only `default`, as plain mail.
+    placements: tuple[Placement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,12 @@ class MessageSummary:
     reply_text: str | None = None
     bounce: Bounce | None = None
     parsed: bool = True  # False for the moments between the 250 and the body's parse
+    # Its mailboxes, each with the route that put it there; empty: only `default`.
+    placements: tuple[Placement, ...] = ()
+
+    @property
+    def mailbox_names(self) -> tuple[str, ...]:
+        return tuple(p.mailbox for p in self.placements) or (mailboxes.DEFAULT,)
 
 
 @dataclass(frozen=True)
@@ -252,7 +275,12 @@ def insert_message(
         if replacing_failed and parsed.message_id
         else None
     )
-    return _engine(connection).insert_message(connection, row, raw, parsed.attachments, failed_copy)
+    message_id = _engine(connection).insert_message(
+        connection, row, raw, parsed.attachments, failed_copy
+    )
+    if envelope.placements:
+        mailboxes.place(connection, message_id, envelope.placements)
+    return message_id
 
 
 def store_body(
@@ -414,6 +442,20 @@ def delete_messages(message_ids: Sequence[int]) -> int:
     return result.rowcount or 0
 
 
+def leave_mailboxes(message_id: int, names: Sequence[str], placed: bool) -> bool:
+    """Take a message out of these mailboxes, and delete it when it is in none any more (a
+    message stored without mailbox rows, `placed` False, is only in `default`). True when it
+    was deleted."""
+    if not names:
+        return False
+    with transaction():
+        connection = db.session.connection()
+        if placed and not mailboxes.leave(connection, message_id, names):
+            return False
+        connection.execute(delete(Message).where(Message.id == message_id))
+    return True
+
+
 def remove_failed_copies(message_id_header: str | None, envelope: Envelope, keep_id: int) -> int:
     """When a sender's retry is accepted, the copies that failed in a hook (same Message-ID,
     same envelope) have served their purpose. (Without a message hook, `insert_message`
@@ -502,15 +544,24 @@ def list_messages(limit: int | None = None) -> list[MessageSummary]:
     """Newest first; all of them unless `limit` is given."""
     query = select(Message).order_by(Message.received_at.desc(), Message.id.desc()).limit(limit)
     messages = db.session.execute(query).scalars().all()
-    attachments = _attachments_of([message.id for message in messages])
-    return [_summary(message, attachments.get(message.id, ())) for message in messages]
+    ids = [message.id for message in messages]
+    attachments = _attachments_of(ids)
+    placements = mailboxes.placements_for(ids)
+    return [
+        _summary(message, attachments.get(message.id, ()), placements.get(message.id, ()))
+        for message in messages
+    ]
 
 
 def get_message(message_id: int) -> StoredMessage | None:
     message = db.session.get(Message, message_id)
     if message is None:
         return None
-    summary = _summary(message, _attachments_of([message_id]).get(message_id, ()))
+    summary = _summary(
+        message,
+        _attachments_of([message_id]).get(message_id, ()),
+        mailboxes.placements_for([message_id]).get(message_id, ()),
+    )
     return StoredMessage(
         summary=summary,
         peer_address=message.peer_address,
@@ -603,6 +654,71 @@ def purge_older_than(
     return result
 
 
+def purge_by_retention(settings: Settings) -> PurgeResult:
+    """Automatic retention: a message goes once it is older than what every mailbox it is in
+    keeps (each mailbox's retention_days, else the global one; 0 keeps it forever), so a
+    message in two mailboxes stays as long as either wants it."""
+    result = PurgeResult(0, 0, 0)
+    if settings.retention_days:
+        unplaced = not_(exists().where(MessageMailbox.message_id == Message.id))
+        result = _purge_where(Message.received_at <= _cutoff(settings.retention_days), unplaced)
+    cutoff = _mailbox_cutoffs(settings)
+    if cutoff is None:
+        return result
+    due = (
+        select(MessageMailbox.message_id)
+        .join(Message, Message.id == MessageMailbox.message_id)
+        .group_by(MessageMailbox.message_id)
+        .having(
+            func.count(cutoff) == func.count(), func.max(Message.received_at) <= func.min(cutoff)
+        )
+    )
+    placed = _purge_where(Message.id.in_(due.scalar_subquery()))
+    return PurgeResult(
+        result.messages + placed.messages,
+        result.attachments + placed.attachments,
+        result.bytes + placed.bytes,
+    )
+
+
+def _cutoff(days: float) -> datetime:
+    return utcnow() - timedelta(days=days)
+
+
+def _mailbox_cutoffs(settings: Settings) -> Any:
+    """SQL: the received_at a message must be older than to leave each of its mailbox rows;
+    NULL where the mailbox keeps mail forever. None when no mailbox ever lets mail go."""
+    days = {m.name: m.retention_days for m in settings.mailboxes if m.retention_days is not None}
+    days.pop(mailboxes.DEFAULT, None)
+    if not settings.retention_days and not any(days.values()):
+        return None
+
+    def bound(value: int) -> Any:
+        return literal(_cutoff(value), DateTime()) if value else null()
+
+    whens = [(MessageMailbox.mailbox == name, bound(value)) for name, value in days.items()]
+    otherwise = bound(settings.retention_days)
+    return case(*whens, else_=otherwise) if whens else otherwise
+
+
+def _purge_where(*where: Any) -> PurgeResult:
+    """Count, then delete in small batches, the messages matching `where`."""
+    counts = db.session.execute(
+        select(
+            func.count(Message.id),
+            func.coalesce(func.sum(Message.size), 0),
+            func.coalesce(func.sum(Message.attachment_count), 0),
+        ).where(*where)
+    ).one()
+    while (
+        ids := db.session.execute(select(Message.id).where(*where).limit(PURGE_BATCH))
+        .scalars()
+        .all()
+    ):
+        delete_messages(ids)
+    return PurgeResult(messages=counts[0], attachments=counts[2], bytes=counts[1])
+
+
 def _attachments_of(message_ids: Sequence[int]) -> dict[int, tuple[AttachmentInfo, ...]]:
     if not message_ids:
         return {}
@@ -627,7 +743,11 @@ def _attachments_of(message_ids: Sequence[int]) -> dict[int, tuple[AttachmentInf
     return {key: tuple(value) for key, value in grouped.items()}
 
 
-def _summary(message: Message, attachments: tuple[AttachmentInfo, ...]) -> MessageSummary:
+def _summary(
+    message: Message,
+    attachments: tuple[AttachmentInfo, ...],
+    placements: tuple[Placement, ...] = (),
+) -> MessageSummary:
     return MessageSummary(
         id=message.id,
         received_at=message.received_at,
@@ -645,6 +765,7 @@ def _summary(message: Message, attachments: tuple[AttachmentInfo, ...]) -> Messa
         reply_text=message.reply_text,
         bounce=_bounce(message),
         parsed=message.parsed,
+        placements=placements,
     )
 
 

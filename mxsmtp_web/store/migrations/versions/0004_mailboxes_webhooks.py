@@ -38,6 +38,7 @@ def upgrade() -> None:
             primary_key=True,
         ),
         sa.Column("mailbox", sa.String(64), primary_key=True),
+        sa.Column("position", sa.Integer, nullable=False, server_default="0"),
         sa.Column("address", sa.Text, nullable=False, server_default=""),
         sa.Column("captures", sa.Text, nullable=False, server_default="{}"),
     )
