@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import func, select
 
@@ -45,7 +45,24 @@ KEY_HELP = {
 
 
 class MailboxError(ValueError):
-    """A value a mailbox does not accept; the message says which and what it accepts."""
+    """A value a mailbox does not accept; the message says which and what it accepts, and
+    `key` names the field (empty: the mailbox as a whole)."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def problems(name: str, values: dict[str, str]) -> dict[str, str]:
+    """Every value that would be refused, by key (for a form that shows each next to its
+    field); empty when all of them are fine."""
+    found = {}
+    for key, text in values.items():
+        try:
+            _parse(name or "new", key, text)
+        except MailboxError as error:
+            found[key] = str(error)
+    return found
 
 
 def check_name(name: str) -> str:
@@ -53,7 +70,8 @@ def check_name(name: str) -> str:
     if not _NAME.match(value):
         raise MailboxError(
             f"mailbox name {name!r}: expects 1 to 64 lower-case letters, digits, '.', '-' or "
-            "'_', starting with a letter or digit"
+            "'_', starting with a letter or digit",
+            "name",
         )
     return value
 
@@ -62,11 +80,13 @@ def add(name: str, patterns: Sequence[str], values: dict[str, str] | None = None
     """A new mailbox, matched after the existing ones unless `position` is given."""
     name = check_name(name)
     if name == DEFAULT:
-        raise MailboxError("default is built in: it holds every recipient no mailbox matches")
+        raise MailboxError(
+            "default is built in: it holds every recipient no mailbox matches", "name"
+        )
     if db.session.get(Mailbox, name) is not None:
-        raise MailboxError(f"mailbox {name} exists already; change it with set")
+        raise MailboxError(f"mailbox {name} exists already; change it with set", "name")
     if not patterns:
-        raise MailboxError(f"mailbox {name}: give at least one --match PATTERN")
+        raise MailboxError(f"mailbox {name}: give at least one --match PATTERN", "match")
     row = Mailbox(name=name, position=_next_position(), patterns="[]")
     _apply(row, {"match": "\n".join(patterns), **(values or {})})
     db.session.add(row)
@@ -115,11 +135,11 @@ def _apply(row: Mailbox, values: dict[str, str]) -> None:
 
 def _parse(name: str, key: str, text: str) -> object:
     if key not in KEYS:
-        raise MailboxError(f"mailbox {name}: no key {key!r}; known keys: " + ", ".join(KEYS))
+        raise MailboxError(f"mailbox {name}: no key {key!r}; known keys: " + ", ".join(KEYS), key)
     try:
         return _PARSERS[key](text.strip())
     except (ValueError, routing.PatternError) as error:
-        raise MailboxError(f"mailbox {name}: {key} expects {KEY_HELP[key]}; {error}") from None
+        raise MailboxError(f"mailbox {name}: {key} expects {KEY_HELP[key]}; {error}", key) from None
 
 
 def _patterns(text: str) -> str:
@@ -129,7 +149,7 @@ def _patterns(text: str) -> str:
     return json.dumps(patterns)
 
 
-def _setting_or_none(key: str) -> object:
+def _setting_or_none(key: str) -> Callable[[str], object]:
     def parse(text: str) -> str:
         if text.lower() == NONE:
             return NONE
@@ -141,7 +161,7 @@ def _setting_or_none(key: str) -> object:
     return parse
 
 
-def _optional(key: str) -> object:
+def _optional(key: str) -> Callable[[str], object]:
     def parse(text: str) -> object:
         if text == "":
             return None
@@ -169,7 +189,7 @@ def _position(text: str) -> int:
         raise ValueError(f"got {text!r}") from None
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], object]] = {
     "match": _patterns,
     "recipient_hook": _setting_or_none("recipient_hook"),
     "message_hook": _setting_or_none("message_hook"),

@@ -172,6 +172,13 @@ def in_mailboxes(names: Iterable[str]) -> ColumnElement[bool]:
     return or_(placed, unplaced)
 
 
+def message_visible(message_id: int, names: Iterable[str]) -> bool:
+    found = db.session.execute(
+        select(Message.id).where(Message.id == message_id, in_mailboxes(names))
+    ).first()
+    return found is not None
+
+
 def visible_names(mailboxes: Sequence[MailboxConfig], username: str) -> frozenset[str]:
     """The mailboxes a non-admin user may read: those whose viewers name them (or `*`)."""
     return frozenset(mailbox.name for mailbox in mailboxes if mailbox.can_view(username))

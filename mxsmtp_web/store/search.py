@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select, update
 
 from mxsmtp_web.store import postgresql, sqlite
 from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.mailboxes import in_mailboxes
 from mxsmtp_web.store.models import Attachment, Message, Refusal
 from mxsmtp_web.store.storage import AttachmentInfo, transaction
 
@@ -33,6 +34,8 @@ class MessageFilter:
     has_attachments: bool | None = None
     kind: str | None = None
     thread_id: int | None = None  # the messages of one thread (its first message's id)
+    mailbox: str | None = None  # only the messages in this mailbox
+    readable: frozenset[str] | None = None  # the mailboxes the user may read; None: all
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,10 @@ def _message_conditions(where: MessageFilter) -> list:
         conditions.append(Message.kind == where.kind)
     if where.thread_id is not None:
         conditions.append(or_(Message.thread_id == where.thread_id, Message.id == where.thread_id))
+    if where.mailbox is not None:
+        conditions.append(in_mailboxes([where.mailbox]))
+    if where.readable is not None:
+        conditions.append(in_mailboxes(where.readable))
     return conditions
 
 
@@ -174,21 +181,25 @@ def find_messages(
     return ResultPage(tuple(rows[:limit]), len(rows) > limit)
 
 
-def thread_sizes(thread_ids: Sequence[int]) -> dict[int, int]:
+def thread_sizes(
+    thread_ids: Sequence[int], readable: frozenset[str] | None = None
+) -> dict[int, int]:
     """How many stored messages each thread has (its first message included, if still
-    stored), for the inbox's thread marks."""
+    stored), for the inbox's thread marks; only those in `readable` mailboxes if given."""
     wanted = sorted(set(thread_ids))
     if not wanted:
         return {}
+    visible = [] if readable is None else [in_mailboxes(readable)]
     sizes = dict.fromkeys(wanted, 0)
     later = db.session.execute(
         select(Message.thread_id, func.count())
-        .where(Message.thread_id.in_(wanted))
+        .where(Message.thread_id.in_(wanted), *visible)
         .group_by(Message.thread_id)
     ).all()
     for thread_id, count in later:
         sizes[thread_id] += count
-    for first in db.session.execute(select(Message.id).where(Message.id.in_(wanted))).scalars():
+    firsts = select(Message.id).where(Message.id.in_(wanted), *visible)
+    for first in db.session.execute(firsts).scalars():
         sizes[first] += 1
     return sizes
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 
 from mxsmtp_web.store.extensions import db
+from mxsmtp_web.store.mailboxes import in_mailboxes
 from mxsmtp_web.store.models import ListenerStatus, Message, Refusal, utcnow
 
 # A report older than this means the process that wrote it is gone.
@@ -127,13 +128,17 @@ def start_of_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def mail_counts(now: datetime | None = None) -> MailCounts:
-    """Stored messages received since midnight UTC, and all stored messages."""
+def mail_counts(
+    now: datetime | None = None, readable: frozenset[str] | None = None
+) -> MailCounts:
+    """Stored messages received since midnight UTC, and all stored messages (only those in
+    the `readable` mailboxes, when given)."""
     since = start_of_day(now or utcnow())
+    visible = _in(readable)
     today = db.session.execute(
-        select(func.count(Message.id)).where(Message.received_at >= since)
+        select(func.count(Message.id)).where(Message.received_at >= since, *visible)
     ).scalar()
-    total = db.session.execute(select(func.count(Message.id))).scalar()
+    total = db.session.execute(select(func.count(Message.id)).where(*visible)).scalar()
     return MailCounts(today or 0, total or 0)
 
 
@@ -161,13 +166,19 @@ def last_hook_errors(limit: int = 5) -> list[HookError]:
     return [HookError(r.at, r.check, r.mail_from, r.recipient, r.reply, r.detail) for r in rows]
 
 
-def mail_per_hour(hours: int, now: datetime | None = None) -> list[HourOfMail]:
+def _in(readable: frozenset[str] | None) -> list[Any]:
+    return [] if readable is None else [in_mailboxes(readable)]
+
+
+def mail_per_hour(
+    hours: int, now: datetime | None = None, readable: frozenset[str] | None = None
+) -> list[HourOfMail]:
     """The last `hours` hours (UTC) up to and including the current one, oldest first; hours
     without mail are there with zeros. One GROUP BY per table over an indexed time range, so it
     stays fast however much mail is stored."""
     current = (now or utcnow()).replace(minute=0, second=0, microsecond=0)
     first = current - (hours - 1) * HOUR
-    accepted = _count_per_hour(Message.received_at, first)
+    accepted = _count_per_hour(Message.received_at, first, *_in(readable))
     refused = _count_per_hour(Refusal.at, first)
     starts = [first + i * HOUR for i in range(hours)]
     return [
@@ -176,10 +187,11 @@ def mail_per_hour(hours: int, now: datetime | None = None) -> list[HourOfMail]:
     ]
 
 
-def _count_per_hour(column: Any, since: datetime) -> dict[str, int]:
+def _count_per_hour(column: Any, since: datetime, *where: Any) -> dict[str, int]:
     if db.engine.dialect.name == "postgresql":
         hour = func.to_char(column, _PG_HOUR_KEY)
     else:
         hour = func.strftime(_HOUR_KEY, column)
-    rows = db.session.execute(select(hour, func.count()).where(column >= since).group_by(hour))
+    query = select(hour, func.count()).where(column >= since, *where).group_by(hour)
+    rows = db.session.execute(query)
     return {key: n for key, n in rows}

@@ -13,11 +13,35 @@ from typing import Any, TypeVar
 from flask import abort, redirect, request, url_for
 from flask_login import current_user
 
+from mxsmtp_web.store import mailboxes, settings
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def is_admin() -> bool:
     return bool(current_user.is_authenticated and current_user.is_admin)
+
+
+def visible_mailboxes() -> frozenset[str] | None:
+    """The mailboxes the user may read; None for an admin, who reads every one (also the
+    mailboxes removed since their mail arrived)."""
+    if is_admin():
+        return None
+    names = mailboxes.visible_names(settings.load().mailboxes, current_user.username)
+    return frozenset(names)
+
+
+def can_read(message_id: int) -> bool:
+    """Whether the user may see this message (its page, parts, source, `.eml`)."""
+    visible = visible_mailboxes()
+    return visible is None or mailboxes.message_visible(message_id, visible)
+
+
+def readable_or_404(message_id: int) -> None:
+    """A message in a mailbox the user may not read does not exist for them: 404, as for a
+    message that was never stored (a 403 would tell that it exists)."""
+    if not can_read(message_id):
+        abort(404)
 
 
 def to_login() -> Any:

@@ -13,7 +13,7 @@ from flask_admin import AdminIndexView, expose
 
 from mxsmtp_web.store import status
 from mxsmtp_web.store.models import utcnow
-from mxsmtp_web.web.access import ViewerAccess
+from mxsmtp_web.web.access import ViewerAccess, visible_mailboxes
 
 HOURS_IN_DAY = 24
 HOURS_IN_WEEK = 7 * 24
@@ -118,7 +118,7 @@ def _midnight(start: datetime) -> str | None:
 
 def traffic_charts(now: datetime) -> list[Chart]:
     """The last 24 hours and the last 7 days, by hour; one query per table for both."""
-    week = status.mail_per_hour(HOURS_IN_WEEK, now)
+    week = status.mail_per_hour(HOURS_IN_WEEK, now, visible_mailboxes())
     return [
         build_chart(
             "chart-day", "Last 24 hours, per hour (UTC)", week[-HOURS_IN_DAY:], _every_third_hour
@@ -144,7 +144,7 @@ class HomeView(ViewerAccess, AdminIndexView):
             now=now,
             listeners=status.reports("smtp"),
             workers=status.reports("worker"),
-            counts=status.mail_counts(now),
+            counts=status.mail_counts(now, visible_mailboxes()),
             refusals=refusal_table(today),
             hook_errors=status.last_hook_errors(HOOK_ERRORS_SHOWN),
             charts=traffic_charts(now),

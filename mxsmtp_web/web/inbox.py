@@ -32,8 +32,9 @@ from wtforms.validators import AnyOf, Length, NumberRange, Optional, ValidationE
 
 from mxsmtp_web.hooks import HookRunner
 from mxsmtp_web.processing import Processor
-from mxsmtp_web.store import search, storage
+from mxsmtp_web.store import mailboxes, search, settings, storage
 from mxsmtp_web.store.models import Status
+from mxsmtp_web.store.webhooks import deliveries_of
 from mxsmtp_web.web import access, downloads, preview
 from mxsmtp_web.web.listing import day_start, listing_args, page_number, safe_next
 
@@ -91,6 +92,7 @@ class InboxFilterForm(FlaskForm):
     attachments = SelectField("Attachments", choices=ATTACHMENT_CHOICES, validators=[Optional()])
     kind = SelectField("Kind", choices=KIND_CHOICES, validators=[Optional()])
     thread = IntegerField("Thread", validators=[Optional(), NumberRange(min=1)])
+    mailbox = StringField("Mailbox", validators=[Optional(), Length(max=64)])
     sort = SelectField("Sort by", choices=SORT_CHOICES, default="received")
     order = SelectField("Order", choices=ORDER_CHOICES, default="desc")
 
@@ -117,7 +119,20 @@ def message_filter(form: InboxFilterForm) -> search.MessageFilter:
         has_attachments=attachments,
         kind=form.kind.data or None,
         thread_id=form.thread.data,
+        mailbox=form.mailbox.data or None,
+        readable=access.visible_mailboxes(),
     )
+
+
+def mailbox_counts() -> list[tuple[str, int]]:
+    """The inbox's mailbox filter: each mailbox the user may read with its number of messages,
+    in matching order (`default` last), then any removed mailbox that still holds mail."""
+    readable = access.visible_mailboxes()
+    found = mailboxes.counts(readable)
+    order = [m.name for m in settings.load().mailboxes]
+    names = [name for name in order if readable is None or name in readable]
+    names += sorted(name for name in found if name not in names)
+    return [(name, found.get(name, 0)) for name in names]
 
 
 class InboxView(access.ViewerAccess, BaseView):
@@ -145,7 +160,14 @@ class InboxView(access.ViewerAccess, BaseView):
             "mxsmtp/inbox.html",
             form=form,
             thread=thread,
-            thread_sizes=search.thread_sizes([row.thread_id for row in result.rows]),
+            thread_sizes=search.thread_sizes(
+                [row.thread_id for row in result.rows], access.visible_mailboxes()
+            ),
+            mailbox_counts=mailbox_counts(),
+            readable_total=search.count_messages(
+                search.MessageFilter(readable=access.visible_mailboxes())
+            ),
+            mailbox=form.mailbox.data if valid else None,
             kind_labels=KIND_LABELS,
             bulk=BulkForm(formdata=None),
             rows=result.rows,
@@ -182,12 +204,14 @@ class InboxView(access.ViewerAccess, BaseView):
                 abort(403)
             flash(f"Deleted {storage.delete_messages(ids)} message(s).", "success")
         else:
+            ids = [i for i in ids if access.can_read(i)]
             search.set_seen(ids, form.action.data == "read")
             flash(f"Marked {len(ids)} message(s) as {form.action.data}.", "success")
         return redirect(back)
 
     @expose("/message/<int:message_id>")
     def message(self, message_id: int) -> Any:
+        access.readable_or_404(message_id)
         stored = storage.get_message(message_id) or abort(404)
         search.set_seen([message_id], True)
         tab = request.args.get("tab") or ("preview" if stored.html is not None else "text")
@@ -200,7 +224,9 @@ class InboxView(access.ViewerAccess, BaseView):
             message=stored,
             summary=stored.summary,
             quoted=quoted_rest(stored.text, stored.summary.reply_text),
-            thread_size=search.thread_sizes([thread_id]).get(thread_id, 1),
+            thread_size=search.thread_sizes([thread_id], access.visible_mailboxes()).get(
+                thread_id, 1
+            ),
             kind_labels=KIND_LABELS,
             tab=tab,
             remote=request.args.get("remote") == "1",
@@ -208,12 +234,14 @@ class InboxView(access.ViewerAccess, BaseView):
             raw_truncated=raw is not None and len(raw) > RAW_INLINE_LIMIT,
             bulk=BulkForm(formdata=None),
             reprocess_form=ReprocessForm(formdata=None),
+            webhook_deliveries=deliveries_of(message_id),
             part_name=downloads.part_name,
             is_admin=access.is_admin(),
         )
 
     @expose("/message/<int:message_id>/preview")
     def preview(self, message_id: int) -> Response:
+        access.readable_or_404(message_id)
         stored = storage.get_message(message_id) or abort(404)
         if stored.html is None:
             document = preview.text_document(stored.text or "")
@@ -236,11 +264,13 @@ class InboxView(access.ViewerAccess, BaseView):
     @expose("/message/<int:message_id>/cid/<path:content_id>")
     def cid(self, message_id: int, content_id: str) -> Response:
         """An inline picture of the message by its Content-ID; raster images only."""
+        access.readable_or_404(message_id)
         part = search.inline_images(message_id).get(preview.cid_key(content_id)) or abort(404)
         return downloads.inert(part.data, part.info.content_type.lower())
 
     @expose("/message/<int:message_id>.eml")
     def eml(self, message_id: int) -> Response:
+        access.readable_or_404(message_id)
         stored = storage.get_message(message_id) or abort(404)
         raw = storage.get_raw(message_id) or abort(404)
         name = downloads.safe_filename(stored.summary.subject, f"message-{message_id}")
@@ -249,6 +279,7 @@ class InboxView(access.ViewerAccess, BaseView):
     @expose("/message/<int:message_id>/raw")
     def raw(self, message_id: int) -> Response:
         """The stored bytes as text in the browser, never as a page."""
+        access.readable_or_404(message_id)
         raw = storage.get_raw(message_id)
         if raw is None:
             abort(404)
@@ -257,6 +288,7 @@ class InboxView(access.ViewerAccess, BaseView):
     @expose("/attachment/<int:attachment_id>")
     def attachment(self, attachment_id: int) -> Response:
         part = search.get_attachment(attachment_id) or abort(404)
+        access.readable_or_404(part.message_id)
         name = downloads.part_name(part.info.filename, part.info.content_type, part.position + 1)
         return downloads.download(part.data, name, part.info.content_type)
 
