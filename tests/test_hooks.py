@@ -1,13 +1,27 @@
 """Hook scripts: where they may live, how they are checked without running them, and how
-their answers become SMTP replies."""
+their answers become SMTP replies; HTTP hooks' URLs, request bodies and answers (the calls
+themselves are in test_http_hooks.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from mxsmtp_web.hooks import HookRunner, HookSpecError, functions_in, interpret, resolve, validate
+from mxsmtp_web.hooks import (
+    HookCallError,
+    HookRunner,
+    HookSpecError,
+    HttpHook,
+    SessionInfo,
+    functions_in,
+    interpret,
+    read_answer,
+    request_body,
+    resolve,
+    validate,
+)
 
 
 def test_relative_scripts_stay_inside_the_hooks_folder(tmp_path: Path) -> None:
@@ -73,3 +87,79 @@ def test_runner_reloads_a_changed_script_and_reports_exceptions(tmp_path: Path) 
         assert missing.failed and missing.reply.startswith("451 4.3.0")
     finally:
         runner.close()
+
+
+def test_a_url_is_an_http_hook_checked_for_its_shape_only(tmp_path: Path) -> None:
+    url = "https://app.example.com:8443/hooks/recipient?app=tickets"
+    assert resolve(url, tmp_path) == HttpHook(url)
+    validate("http://127.0.0.1:9/nothing-listens-here", tmp_path)  # not called
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http:///hook", "with a host name"),
+        ("https://app.example.com/a b", "spaces or control characters"),
+        ("https://bot:secret@app.example.com/", "carries a user name or password"),
+        ("http://app.example.com:http/", "a port that is not a number"),
+        ("ftp.py:f://x", "is not SCRIPT.py:FUNCTION or an http(s):// URL"),
+    ],
+)
+def test_a_bad_url_says_what_to_change(tmp_path: Path, url: str, says: str) -> None:
+    with pytest.raises(HookSpecError, match=re.escape(says)):
+        validate(url, tmp_path)
+
+
+def test_request_bodies_name_the_arguments_a_script_gets() -> None:
+    session = SessionInfo("192.0.2.7", 40001, "client.example", True, "TLS_AES_256_GCM_SHA384")
+    as_json = {
+        "peer_address": "192.0.2.7",
+        "peer_port": 40001,
+        "helo_name": "client.example",
+        "tls": True,
+        "tls_cipher": "TLS_AES_256_GCM_SHA384",
+    }
+    assert request_body(("", session)) == {"sender": "", "session": as_json}
+    assert request_body(("b@example.com", "a@example.org", session)) == {
+        "recipient": "b@example.com",
+        "sender": "a@example.org",
+        "session": as_json,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "result"),
+    [
+        (200, b'{"accept": true}', True),
+        (200, b'{"accept": false}', False),
+        (200, b'{"accept": false, "reply": null}', False),
+        (
+            200,
+            b'{"accept": false, "reply": "550 5.1.1 No such ticket"}',
+            "550 5.1.1 No such ticket",
+        ),
+        (200, b'{"accept": true, "reply": "250 2.0.0 Queued as T-42"}', "250 2.0.0 Queued as T-42"),
+    ],
+)
+def test_an_answer_reads_as_a_script_return_value(status: int, body: bytes, result: object) -> None:
+    assert read_answer(status, "OK", body) == result
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "says"),
+    [
+        (204, b"", "answered 204 No Content; a hook answers 200"),
+        (301, b"", "answered 301"),
+        (200, b"", "not JSON"),
+        (200, b"accept", "not JSON: 'accept'"),
+        (200, b"[" * 100_000, "more than"),
+        (200, b"[true]", 'expected {"accept": true}'),
+        (200, b'{"accept": "yes"}', 'expected {"accept": true}'),
+        (200, b'{"accept": false, "reply": "250 2.0.0 OK"}', "4xx/5xx to refuse"),
+        (200, b'{"accept": false, "reply": "550 x\\r\\nRSET"}', "is one line"),
+        (200, b'{"accept": false, "reply": 550}', "is one line"),
+    ],
+)
+def test_anything_else_is_an_error_that_says_what_came(status: int, body: bytes, says: str) -> None:
+    with pytest.raises(HookCallError, match=re.escape(says)):
+        read_answer(status, "No Content" if status == 204 else "Moved", body)
