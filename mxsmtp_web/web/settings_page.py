@@ -61,7 +61,10 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "instance's hooks/ folder (or an absolute path) and a function in it; leave empty for "
         "none. A hook returns True to accept, False to refuse with the usual 550 reply, or a full "
         'reply line such as "550 5.1.1 No such user". A hook that raises or runs too long '
-        "answers 451, so the sender tries again later.",
+        "answers 451, so the sender tries again later. A hook may also be an http:// or "
+        "https:// URL: mxsmtp POSTs the same arguments as signed JSON and the endpoint answers "
+        '200 {"accept": true} or {"accept": false} (see the README, HTTP hooks); an error, '
+        "another status or no answer in time is a 451 too.",
         ("sender_hook", "recipient_hook", "message_hook", "hook_timeout"),
     ),
     (
