@@ -40,6 +40,8 @@ def test_defaults(fresh_app: Flask) -> None:
         ("delete_after_process", "maybe", "true or false"),
         ("xss_filter_level", "paranoid", "strict, basic, standard, relaxed"),
         ("sender_hook", "hook.js", "SCRIPT.py:FUNCTION"),
+        ("sender_hook", "ftp://app.example.com/hook", "an http:// or https:// URL"),
+        ("message_hook", "https://user:pw@app.example.com/", "an http:// or https:// URL"),
         ("hook_timeout", "0", "above 0"),
         ("double_bounce_address", "nobody", "an email address"),
         ("no_such_key", "1", "no such setting"),
@@ -55,6 +57,20 @@ def test_bad_values_name_the_key_and_change_nothing(
         assert str(error.value).startswith(f"{key}: ")
         assert says in str(error.value)
         assert settings_module.load() == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hooks/sender",
+        "https://app.example.com/mxsmtp?token=abc",
+        "HTTPS://app.example.com",
+        "http://[::1]:9000/hook",
+    ],
+)
+def test_a_hook_may_be_an_http_url(fresh_app: Flask, url: str) -> None:
+    with fresh_app.app_context():
+        assert settings_module.save({"recipient_hook": url}).recipient_hook == url
 
 
 def test_save_bumps_the_revision_other_processes_poll(fresh_app: Flask) -> None:

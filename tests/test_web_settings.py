@@ -154,6 +154,8 @@ def test_unticking_a_checkbox_saves_false(app: Flask, admin_client: FlaskClient)
         ("recipient_hook", "missing.py:check_recipient", "no such script"),
         ("message_hook", "hooks.py:not_there", "hooks.py does not define not_there"),
         ("message_hook", "../outside.py:f", "points outside"),
+        ("sender_hook", "http://app example.com/", "an http:// or https:// URL"),
+        ("message_hook", "https://app.example.com:99999/", "a port that is not a number"),
     ],
 )
 def test_a_bad_value_shows_its_message_next_to_its_field_and_saves_nothing(
@@ -211,6 +213,17 @@ def test_a_chosen_hook_and_a_typed_absolute_path_are_saved(
     saved = current(app)
     assert saved.recipient_hook == "hooks.py:check_recipient"
     assert saved.message_hook == f"{elsewhere}:process_message"
+
+
+def test_a_url_is_saved_as_an_http_hook_without_calling_it(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/hooks/message"  # nothing listens there
+    data = form_data(admin_client, app, message_hook=url)
+    assert admin_client.post("/settings/", data=data).status_code == 302
+    assert current(app).message_hook == url
+    page = admin_client.get("/settings/").get_data(as_text=True)
+    assert "Warning: the saved hook does not work now" not in page
 
 
 # --- the listener ----------------------------------------------------------------------------
