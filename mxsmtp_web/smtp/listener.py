@@ -25,6 +25,7 @@ from mxsmtp_web.store.extensions import db
 from mxsmtp_web.store.group_commit import Database, GroupCommitWriter
 from mxsmtp_web.store.settings import RevisionReader, Settings, parse_listen
 from mxsmtp_web.store.settings import load as load_settings
+from mxsmtp_web.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,16 @@ class Listener:
         self._tls: tuple[tuple, ssl.SSLContext] | None = None
         self._tls_problem = ""
         self.processor: Processor | None = None
+        self._webhooks: WebhookSender | None = None
 
     def start(self) -> ListenerState:
         """Start the thread and wait until the first bind was tried, however long a busy
         machine takes (saying so every START_TIMEOUT_SECONDS): a slow start is not a stop."""
         if self._thread is not None and self._thread.is_alive():
             return self.state
+        if self._webhooks is None and self.app.config.get("WORKERS") != 0:
+            self._webhooks = WebhookSender(self.app)  # `--workers 0`: the workers send them
+            self._webhooks.start()
         self._started.clear()
         self._thread = threading.Thread(target=self._run, name="mxsmtp-listener", daemon=True)
         self._thread.start()
@@ -122,6 +127,9 @@ class Listener:
     def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Stop accepting, let messages already in DATA finish (up to `grace` seconds), tell
         the other sessions 421 and end the thread."""
+        webhooks, self._webhooks = self._webhooks, None
+        if webhooks is not None:
+            webhooks.stop(wait=False)  # POSTs under way end within their timeout
         loop, stop, thread = self._loop, self._stop, self._thread
         if loop is None or stop is None or thread is None:
             return

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from mxsmtp_web.mail import conversation
 from mxsmtp_web.mail.parsing import ParsedMail, parse_message
 from mxsmtp_web.mail.sanitize import sanitize_html
-from mxsmtp_web.store import storage
+from mxsmtp_web.store import storage, webhooks
 from mxsmtp_web.store.group_commit import Database, GroupCommit
 from mxsmtp_web.store.settings import Settings
 
@@ -31,9 +31,15 @@ def _store_body(
     parsed: ParsedMail,
     html: str | None,
     facts: storage.ConversationFacts,
+    settings: Settings,
     connection: Connection,
 ) -> None:
+    """The body, and the message's webhooks in the same transaction: they are sent once it
+    is parsed, and exist exactly when its body does."""
     storage.store_body(connection, message_id, parsed, html, facts)
+    targets = webhooks.targets_for(connection, message_id, settings)
+    if targets:
+        webhooks.queue_deliveries(connection, message_id, targets)
 
 
 _parser_writers: dict[Database, GroupCommit] = {}
@@ -88,7 +94,7 @@ def _body_jobs(
         except Exception:
             log.exception("parsing message %s failed; it stays as received", message_id)
             continue
-        jobs.append((message_id, partial(_store_body, message_id, parsed, html, facts)))
+        jobs.append((message_id, partial(_store_body, message_id, parsed, html, facts, settings)))
     return jobs
 
 

@@ -3,7 +3,7 @@ header facts and answers; a worker claims messages still waiting for their body,
 sanitises and indexes them, and stores the result. On PostgreSQL any number of workers on
 any number of machines share the queue (each claim locks its rows and skips those another
 worker holds); on SQLite one worker per database is the design (a second one only repeats
-work, never a result)."""
+work, never a result). Beside it runs the webhook sender (worker/webhooks.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mxsmtp_web.store.settings import Settings, current_revision
 from mxsmtp_web.store.settings import load as load_settings
 from mxsmtp_web.store.storage import StorageUnavailable
 from mxsmtp_web.worker.complete import complete_bodies
+from mxsmtp_web.worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,13 @@ class Worker:
 
 
 def run_worker(app: Flask, stop: threading.Event) -> int:
-    """Run a worker in this process until `stop` is set; returns how many messages it
-    completed."""
+    """Run a worker, and the webhook sender beside it, in this process until `stop` is set;
+    returns how many messages it completed."""
     worker = Worker(app, stop)
-    worker.run()
+    sender = WebhookSender(app)
+    sender.start()
+    try:
+        worker.run()
+    finally:
+        sender.stop()
     return worker.completed
