@@ -8,12 +8,13 @@ from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
 from mxsmtp_web.store import accounts
-from mxsmtp_web.web import auth, security
+from mxsmtp_web.web import auth, security, signed_downloads
 
 
 def init_app(app: Flask) -> None:
     security.init_app(app)
     auth.init_app(app)
+    signed_downloads.init_app(app)
     admin = Admin(
         app,
         name="mxsmtp",
@@ -34,7 +35,7 @@ def _home_view() -> object:
 
 
 def _add_views(admin: Admin) -> None:
-    from mxsmtp_web.web import inbox, purge, refusals, settings_page, users
+    from mxsmtp_web.web import inbox, purge, refusals, settings_page, users, webhooks_page
 
-    for module in (inbox, refusals, settings_page, purge, users):
+    for module in (inbox, refusals, settings_page, webhooks_page, purge, users):
         module.register(admin)

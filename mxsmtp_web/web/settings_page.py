@@ -76,6 +76,13 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("reply_domain", "reply_separator"),
     ),
     (
+        "Webhooks",
+        "Every stored message is POSTed as signed JSON to the webhook URL, once it is parsed, "
+        "and retried while the receiver fails (see the Webhooks page). The JSON carries "
+        "download links for the raw message and each attachment that work without a login.",
+        ("webhook_url", "public_url", "webhook_link_ttl", "webhook_retry_hours"),
+    ),
+    (
         "HTML filter",
         "HTML bodies are always shown in a sandboxed frame that runs no script; the filter "
         "also removes what the chosen level does not keep, when the message is stored.",
@@ -134,6 +141,15 @@ HELP = {
     "recipient_delimiter).",
     "delete_after_process": "Remove a message as soon as the message hook accepted it: for "
     "applications that only need the hook.",
+    "webhook_url": "http:// or https://; answered 2xx it is delivered, 410 stops, anything "
+    "else is tried again. Signed per Standard Webhooks with the secret that "
+    "`mxsmtp webhooks secret` shows. Empty: no webhook.",
+    "public_url": "The web app's address as the receiver reaches it, e.g. "
+    "https://mail.example.com, for the download links. Empty: the address `mxsmtp serve` "
+    "listens on.",
+    "webhook_link_ttl": "Seconds the download links work (604800 is 7 days).",
+    "webhook_retry_hours": "Hours a failing delivery is retried, with growing pauses (the "
+    "first within a minute, then at most an hour apart), before it is marked failed.",
 }
 
 
@@ -175,6 +191,10 @@ class SettingsForm(FlaskForm):
     reply_separator = StringField(
         "Reply separator", render_kw={"maxlength": 1, "size": 2, "spellcheck": "false"}
     )
+    webhook_url = StringField("Webhook URL", render_kw={"spellcheck": "false"})
+    public_url = StringField("Public URL of the web app", render_kw={"spellcheck": "false"})
+    webhook_link_ttl = StringField("Download links work for (seconds)", render_kw=_NUMBER_INPUT)
+    webhook_retry_hours = StringField("Retry for (hours)", render_kw=_NUMBER_INPUT)
 
 
 class TestMessageForm(FlaskForm):
