@@ -109,6 +109,7 @@ def serve(host: str, port: int, workers: int | None, listen: str | None) -> None
     try:
         click.echo(f"SMTP: {listener.state.describe()}")
         server = create_server(app, host=host, port=port, threads=8)
+        _record_web_address(app, host, server.effective_port)
         click.echo(f"Web: http://{host}:{server.effective_port}/  (Ctrl-C to stop)")
         server.run()
     except KeyboardInterrupt:
@@ -117,6 +118,14 @@ def serve(host: str, port: int, workers: int | None, listen: str | None) -> None
         if server is not None:
             server.close()
         listener.stop()
+
+
+def _record_web_address(app: Flask, host: str, port: int) -> None:
+    """Where webhook download links point while `public_url` is empty."""
+    from mxsmtp_web.store import links
+
+    with app.app_context():
+        links.record_web_address(links.web_address(host, port))
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
@@ -516,6 +525,75 @@ def messages_reprocess(message_id: int) -> None:
     status = outcome.status.value if outcome.status else "unchanged"
     deleted = " (deleted: delete_after_process is on)" if outcome.deleted else ""
     click.echo(f"message {message_id}: {status}{deleted}: {outcome.reply}")
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+@main.group()
+def webhooks() -> None:
+    """Signed webhooks: the signing secret, the deliveries and their retries."""
+
+
+@webhooks.command("secret")
+@click.option("--rotate", is_flag=True, help="Replace it; the old one signs too for 24 hours.")
+def webhooks_secret(rotate: bool) -> None:
+    """Print the whsec_ secret that receivers check the webhook-signature header with."""
+    from mxsmtp_web.store import webhook_secrets
+
+    with _app().app_context():
+        if rotate:
+            secret = webhook_secrets.rotate()
+            click.echo(secret.secret)
+            click.echo(
+                "the previous secret keeps signing beside this one until "
+                f"{secret.created_at + webhook_secrets.ROTATION_OVERLAP:%Y-%m-%d %H:%M} UTC",
+                err=True,
+            )
+            return
+        click.echo(webhook_secrets.current_secret().secret)
+
+
+@webhooks.command("list")
+@click.option("--status", type=click.Choice(["pending", "failed", "delivered"]), help="Only these.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def webhooks_list(status: str | None, as_json: bool) -> None:
+    """Webhook deliveries, newest first: state, attempts, the last answer."""
+    from mxsmtp_web.store import webhooks as deliveries
+
+    with _app().app_context():
+        found = deliveries.list_deliveries(status)
+    if as_json:
+        click.echo(json.dumps([delivery.as_json() for delivery in found], indent=2))
+        return
+    for delivery in found:
+        answer = f"HTTP {delivery.last_status}" if delivery.last_status else "no answer"
+        if not delivery.attempts:
+            answer = "not tried yet"
+        excerpt = " ".join(delivery.last_response.split())[:60]
+        click.echo(
+            f"{delivery.id:>6}  {delivery.created_at:%Y-%m-%d %H:%M:%S}  {delivery.status:<9}  "
+            f"message {delivery.message_id or '-'}  {delivery.url}  "
+            f"{delivery.attempts} attempt(s), {answer}" + (f": {excerpt}" if excerpt else "")
+        )
+
+
+@webhooks.command("retry")
+@click.argument("delivery_id", type=int, required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Every failed delivery.")
+def webhooks_retry(delivery_id: int | None, all_failed: bool) -> None:
+    """Send delivery ID (or, with --failed, every failed one) again now."""
+    from mxsmtp_web.store import webhooks as deliveries
+
+    if (delivery_id is None) == (not all_failed):
+        _fail("give a delivery ID or --failed (one of them)")
+    with _app().app_context():
+        if all_failed:
+            click.echo(f"{deliveries.retry_failed()} failed delivery(ies) will be sent again now")
+            return
+        if not deliveries.retry(delivery_id):
+            _fail(f"no webhook delivery {delivery_id}")
+    click.echo(f"delivery {delivery_id} will be sent again now")
 
 
 # --- ingest ------------------------------------------------------------------------------
