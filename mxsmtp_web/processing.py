@@ -40,6 +40,7 @@ from mxsmtp_web.store.group_commit import (
     GroupCommitWriter,
     worker_context,
 )
+from mxsmtp_web.store.mailboxes import route
 from mxsmtp_web.store.models import Status
 from mxsmtp_web.store.settings import Settings
 from mxsmtp_web.store.settings import load as load_settings
@@ -404,16 +405,12 @@ class Processor:
             checks.append(
                 ("sender_hook", settings.sender_hook, (envelope.mail_from, session), REFUSED_SENDER)
             )
-        if settings.recipient_hook:
-            checks.extend(
-                (
-                    "recipient_hook",
-                    settings.recipient_hook,
-                    (rcpt, envelope.mail_from, session),
-                    REFUSED_RECIPIENT,
-                )
-                for rcpt in envelope.rcpt_tos
-            )
+        for rcpt in envelope.rcpt_tos:
+            mailbox, _ = route(rcpt, settings.mailboxes)
+            spec = mailbox.own("recipient_hook", settings.recipient_hook)
+            if spec:
+                args = (rcpt, envelope.mail_from, session)
+                checks.append(("recipient_hook", spec, args, REFUSED_RECIPIENT))
         for hook, spec, args, refused in checks:
             decision = await self.runner.run(spec, args, settings.hook_timeout)
             entry = log_entry(hook, spec, decision, str(args[0]))

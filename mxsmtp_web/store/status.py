@@ -128,9 +128,7 @@ def start_of_day(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def mail_counts(
-    now: datetime | None = None, readable: frozenset[str] | None = None
-) -> MailCounts:
+def mail_counts(now: datetime | None = None, readable: frozenset[str] | None = None) -> MailCounts:
     """Stored messages received since midnight UTC, and all stored messages (only those in
     the `readable` mailboxes, when given)."""
     since = start_of_day(now or utcnow())
