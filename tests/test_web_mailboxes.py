@@ -123,12 +123,14 @@ def test_adding_a_mailbox_in_the_page_shows_problems_next_to_fields(
             "name": "tickets",
             "match": "re:(",
             "retention_days": "soon",
+            "message_hook": "missing.py:process_message",
             "viewers": "",
             "position": "5",
         },
     ).get_data(as_text=True)
     assert "regular expression" in page and "retention_days expects" in page
-    assert page.count("invalid-feedback") >= 2
+    assert "no such script" in page
+    assert page.count("invalid-feedback") >= 3
     assert "tickets" not in admin_client.get("/mailboxes/").get_data(as_text=True)
     response = admin_client.post(
         "/mailboxes/new",

@@ -4,14 +4,16 @@ next to its field; nothing is saved until every field is right)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import Admin, BaseView, expose
 from flask_wtf import FlaskForm
 from wtforms import SelectChoice, SelectField, StringField, TextAreaField
 from wtforms.validators import Length
 
+from mxsmtp_web import hooks
 from mxsmtp_web.store import mailbox_edits, mailboxes
 from mxsmtp_web.store.extensions import db
 from mxsmtp_web.web.access import AdminAccess
@@ -85,7 +87,7 @@ class MailboxesView(AdminAccess, BaseView):
         name = current.name if current else (form.name.data or "").strip()
         keys = mailbox_edits.DEFAULT_KEYS if name == mailboxes.DEFAULT else mailbox_edits.KEYS
         values = {key: form[key].data or "" for key in keys}
-        problems = mailbox_edits.problems(name, values)
+        problems = {**_hook_problems(values), **mailbox_edits.problems(name, values)}
         try:
             if problems:
                 raise mailbox_edits.MailboxError(next(iter(problems.values())))
@@ -100,6 +102,20 @@ class MailboxesView(AdminAccess, BaseView):
                 form[key].errors = [*form[key].errors, problem]
             return False
         return True
+
+
+def _hook_problems(values: dict[str, str]) -> dict[str, str]:
+    """A hook must exist as it does for the Settings page: the script and its function, or a
+    well-formed URL; checked without running anything."""
+    found = {}
+    for key in ("recipient_hook", "message_hook"):
+        spec = values.get(key, "").strip()
+        if spec and spec != mailboxes.NONE:
+            try:
+                hooks.validate(spec, Path(current_app.config["HOOKS_DIR"]))
+            except hooks.HookSpecError as error:
+                found[key] = f"{key}: {error}"
+    return found
 
 
 def _find(name: str) -> mailboxes.MailboxConfig:
