@@ -35,7 +35,15 @@ def _home_view() -> object:
 
 
 def _add_views(admin: Admin) -> None:
-    from mxsmtp_web.web import inbox, purge, refusals, settings_page, users, webhooks_page
+    from mxsmtp_web.web import (
+        inbox,
+        mailboxes_page,
+        purge,
+        refusals,
+        settings_page,
+        users,
+        webhooks_page,
+    )
 
-    for module in (inbox, refusals, settings_page, webhooks_page, purge, users):
+    for module in (inbox, refusals, settings_page, mailboxes_page, webhooks_page, purge, users):
         module.register(admin)
