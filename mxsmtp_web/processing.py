@@ -34,7 +34,7 @@ from mxsmtp_web.reply_codes import (
     STORAGE_FULL,
     STORAGE_UNAVAILABLE,
 )
-from mxsmtp_web.store import storage
+from mxsmtp_web.store import storage, webhooks
 from mxsmtp_web.store.group_commit import (
     Database,
     GroupCommitWriter,
@@ -241,7 +241,7 @@ class Processor:
         )
         verdicts = await self._ask_mailboxes(hooks, message, settings, hook_log)
         settlement = Settlement(verdicts, settings.delete_after_process)
-        return await self._settle(envelope, parsed, stored.id, settlement, hook_log)
+        return await self._settle(envelope, parsed, stored.id, settlement, hook_log, settings)
 
     async def _ask_mailboxes(
         self,
@@ -297,8 +297,11 @@ class Processor:
         message_id: int,
         settlement: Settlement,
         hook_log: list[dict[str, Any]],
+        settings: Settings,
+        notify: bool = True,
     ) -> Outcome:
-        """Keep what the message hooks decided (see `verdicts` for the rule) and answer."""
+        """Keep what the message hooks decided (see `verdicts` for the rule) and answer; the
+        mailboxes that keep it get their webhooks (not again when an admin reprocesses it)."""
         try:
             failed = settlement.failed
             if failed is not None and failed.decision is not None:
@@ -318,6 +321,10 @@ class Processor:
             if await self.in_app(storage.leave_mailboxes, message_id, leaving, placed):
                 return Outcome(settlement.reply, None, status, deleted=True)
             await self.in_app(storage.set_outcome, message_id, status, hook_log)
+            if notify:
+                await self.in_app(
+                    storage.run_in_transaction, partial(_queue_webhooks, message_id, settings)
+                )
             return Outcome(settlement.reply, message_id, status)
         except storage.StorageUnavailable as error:
             log.error("storage unavailable after the message hook, answered 451: %s", error)
@@ -390,7 +397,9 @@ class Processor:
         if not settlement.failed and not settlement.accepted:
             await self.in_app(storage.set_outcome, message_id, Status.REJECTED, hook_log)
             return Outcome(settlement.reply, message_id, Status.REJECTED)
-        return await self._settle(envelope, parsed, message_id, settlement, hook_log)
+        return await self._settle(
+            envelope, parsed, message_id, settlement, hook_log, settings, notify=False
+        )
 
     async def _envelope_refusal(
         self,
@@ -626,6 +635,12 @@ def _store_whole(
         conversation=facts,
     )
     return storage.thread_link(connection, message_id)
+
+
+def _queue_webhooks(message_id: int, settings: Settings, connection: Connection) -> int:
+    """A message a message hook accepted: the webhooks of the mailboxes that keep it."""
+    targets = webhooks.targets_for(connection, message_id, settings)
+    return webhooks.queue_deliveries(connection, message_id, targets)
 
 
 def hook_message(

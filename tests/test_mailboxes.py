@@ -334,3 +334,66 @@ def storage_settings(app: Flask):  # noqa: ANN201 - the settings snapshot
     from mxsmtp_web.store.settings import load
 
     return load()
+
+
+# --- webhooks per mailbox --------------------------------------------------------------------
+
+
+def test_each_mailbox_posts_to_its_own_webhook_once_per_url(mailbox: Mailbox) -> None:
+    from test_webhooks import Receiver
+
+    tickets, everything = Receiver(), Receiver()
+    try:
+        mailbox.configure(webhook_url=everything.url)
+        _edit(mailbox, "tickets", ["*@tickets.example.com"], webhook_url=tickets.url)
+        _edit(mailbox, "quiet", ["quiet@app.example.com"], webhook_url="none")
+        _edit(mailbox, "other", ["other@app.example.com"])  # the global webhook_url
+        mailbox.send(
+            simple_message(),
+            recipients=("7@tickets.example.com", "other@app.example.com", "bob@example.com"),
+        )
+        mailbox.send(simple_message(message_id="<m2@x>"), recipients=("quiet@app.example.com",))
+        [ticket] = tickets.wait_for_requests(1)
+        [general] = everything.wait_for_requests(1)  # other and default share one URL
+        assert ticket.json()["data"]["route"]["captures"] == {"match": "7"}
+        assert general.json()["data"]["id"] == ticket.json()["data"]["id"]
+        assert [m["name"] for m in general.json()["data"]["mailboxes"]] == [
+            "tickets",
+            "other",
+            "default",
+        ]
+    finally:
+        tickets.close()
+        everything.close()
+    assert len(everything.requests) == 1  # quiet@ sent nothing
+
+
+def test_a_message_hook_path_posts_only_for_the_mailboxes_that_keep_it(mailbox: Mailbox) -> None:
+    from test_webhooks import Receiver
+
+    keep, drop = Receiver(), Receiver()
+    try:
+        _edit(
+            mailbox,
+            "keep",
+            ["keep@app.example.com"],
+            message_hook=_recording_hook(mailbox, "k", "True"),
+            webhook_url=keep.url,
+        )
+        _edit(
+            mailbox,
+            "drop",
+            ["drop@app.example.com"],
+            message_hook=_recording_hook(mailbox, "d", "False"),
+            webhook_url=drop.url,
+        )
+        mailbox.send(simple_message(), recipients=("keep@app.example.com", "drop@app.example.com"))
+        [posted] = keep.wait_for_requests(1)
+        assert posted.json()["data"]["status"] == "processed"
+        assert posted.json()["data"]["mailboxes"] == [
+            {"name": "keep", "route": {"address": "keep@app.example.com", "captures": {}}}
+        ]
+    finally:
+        keep.close()
+        drop.close()
+    assert drop.requests == []

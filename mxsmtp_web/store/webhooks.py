@@ -18,8 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from mxsmtp_web.store import mailboxes
 from mxsmtp_web.store.extensions import db
-from mxsmtp_web.store.models import WebhookDelivery, utcnow
+from mxsmtp_web.store.models import MessageMailbox, WebhookDelivery, utcnow
 from mxsmtp_web.store.settings import Settings
 from mxsmtp_web.store.shapes import iso
 
@@ -28,7 +29,7 @@ from mxsmtp_web.store.shapes import iso
 LEASE = timedelta(minutes=2)
 #: How much of a receiver's answer (or of an error) is kept with the delivery.
 EXCERPT_CHARS = 1000
-DEFAULT_MAILBOX = "default"
+DEFAULT_MAILBOX = mailboxes.DEFAULT
 
 
 class DeliveryStatus(StrEnum):
@@ -129,12 +130,24 @@ _COLUMNS = (
 
 
 def targets_for(connection: Connection, message_id: int, settings: Settings) -> list[WebhookTarget]:
-    """Where the webhooks of a stored message go. Costs no query while no URL is set, so
-    mail without webhooks is stored as fast as before. (Today: the global `webhook_url`, as
-    the `default` mailbox.)"""
-    if not settings.webhook_url:
+    """Where the webhooks of a stored message go: for each mailbox it is in, that mailbox's
+    `webhook_url` (else the global one; `none`: no webhook), one delivery per URL however many
+    of its mailboxes share it. Costs no query while no URL is set anywhere, so mail without
+    webhooks is stored as fast as before."""
+    if not settings.webhook_url and not any(m.webhook_url for m in settings.mailboxes):
         return []
-    return [WebhookTarget(DEFAULT_MAILBOX, settings.webhook_url)]
+    names = connection.execute(
+        select(MessageMailbox.mailbox)
+        .where(MessageMailbox.message_id == message_id)
+        .order_by(MessageMailbox.position)
+    ).scalars().all() or [DEFAULT_MAILBOX]
+    targets: dict[str, WebhookTarget] = {}
+    for name in names:
+        mailbox = mailboxes.by_name(settings.mailboxes, name) or mailboxes.MailboxConfig(name)
+        url = mailbox.own("webhook_url", settings.webhook_url)
+        if url:
+            targets.setdefault(url, WebhookTarget(name, url))
+    return list(targets.values())
 
 
 def new_webhook_id() -> str:
