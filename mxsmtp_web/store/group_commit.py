@@ -34,7 +34,6 @@ from multiprocessing.connection import Connection as Connection_
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
-import psycopg
 from flask import Flask
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import make_url
@@ -45,7 +44,7 @@ from mxsmtp_web.store.extensions import (  # and the connect event: WAL, synchro
     SQLITE_BUSY_TIMEOUT_MS,
     db,
 )
-from mxsmtp_web.store.storage import DATABASE_ERRORS, StorageUnavailable, storage_error
+from mxsmtp_web.store.storage import StorageUnavailable, database_errors, storage_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -366,7 +365,7 @@ class GroupCommit:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 for job_id, job in batch:
                     outcomes.append((job_id, *run_job(connection, job)))
-        except DATABASE_ERRORS as error:  # the commit failed: nobody is stored
+        except database_errors() as error:  # the commit failed: nobody is stored
             log.error("group commit of %d job(s) failed: %s", len(batch), error)
             self._reset()
             failure = storage_error(error)
@@ -386,6 +385,8 @@ class GroupCommit:
             values = [job(connection) for _, job in batch]
         except Exception as error:
             transaction.rollback()
+            import psycopg  # loaded already: batches are written this way on PostgreSQL only
+
             if isinstance(error, psycopg.OperationalError) or (
                 isinstance(error, DBAPIError) and error.connection_invalidated
             ):
@@ -404,7 +405,7 @@ class GroupCommit:
                 if self._sqlite:
                     connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
-        except DATABASE_ERRORS as error:
+        except database_errors() as error:
             self._reset()
             raise storage_error(error) from error
 
@@ -414,7 +415,7 @@ class GroupCommit:
         try:
             with connection.begin():  # SQLite's driver is left in autocommit: no BEGIN
                 return query(connection, *args)
-        except DATABASE_ERRORS as error:
+        except database_errors() as error:
             self._reset()
             raise storage_error(error) from error
 
@@ -471,7 +472,7 @@ def run_job(connection: Connection, job: Job) -> tuple[Any, BaseException | None
     except Exception as error:
         driver.execute("ROLLBACK TO job")
         driver.execute("RELEASE job")
-        if isinstance(error, DATABASE_ERRORS):
+        if isinstance(error, database_errors()):
             return None, storage_error(error)
         log.exception("write job failed")  # a bug in one job must not stop the writer
         return None, _sendable(error)
@@ -484,7 +485,7 @@ def _run_job_in_savepoint(connection: Connection, job: Job) -> tuple[Any, BaseEx
     try:
         with connection.begin_nested():
             value = job(connection)
-    except DATABASE_ERRORS as error:
+    except database_errors() as error:
         return None, storage_error(error)
     except Exception as error:
         log.exception("write job failed")

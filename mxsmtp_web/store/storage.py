@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -64,7 +64,11 @@ FULL_WORDS = ("database or disk is full", "disk full", "no space left on device"
 
 #: What a write can raise when the database fails it: through SQLAlchemy, or from a driver
 #: that the hot statements use directly (sqlite.py, postgresql.py).
-DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, psycopg.Error)
+def database_errors() -> tuple[type[Exception], ...]:
+    """The error classes as a tuple for `except`; psycopg's only once it is loaded, so an
+    SQLite node (and `mxsmtp ingest`, which must start fast) never imports it."""
+    psycopg = sys.modules.get("psycopg")
+    return (SQLAlchemyError, sqlite3.Error) + ((psycopg.Error,) if psycopg else ())
 
 
 class StorageUnavailable(Exception):
@@ -192,7 +196,7 @@ def transaction() -> Iterator[None]:
     try:
         yield
         db.session.commit()
-    except DATABASE_ERRORS as error:
+    except database_errors() as error:
         db.session.rollback()
         raise storage_error(error) from error
 
