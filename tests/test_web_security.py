@@ -23,13 +23,16 @@ from conftest import PASSWORD, Mailbox, csrf_token, log_in, make_user, simple_me
 from mxsmtp_web import DATABASE_NAME, SECRET_KEY_NAME, create_app
 from mxsmtp_web.cli import main
 from mxsmtp_web.mail.parsing import parse_message
-from mxsmtp_web.store import accounts, storage
+from mxsmtp_web.store import accounts, mailbox_edits, storage
 from mxsmtp_web.store import settings as settings_module
 from mxsmtp_web.store.extensions import db
 from mxsmtp_web.store.models import Status
 
 #: Tables whose rows a state-changing request could touch (not the heartbeat or throttling).
-WATCHED_TABLES = ("user", "setting", "revision", "message", "message_raw", "attachment")
+WATCHED_TABLES = (
+    *("user", "setting", "revision", "message", "message_raw", "attachment"),
+    *("mailbox", "message_mailbox", "webhook_delivery", "webhook_secret"),
+)
 
 
 def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
@@ -55,7 +58,9 @@ def test_every_post_route_refuses_a_request_without_csrf_token_and_changes_nothi
     make_user(app, "victim", "admin")
     with app.app_context():
         victim = accounts.find_user("victim").id
-    ids = {"message_id": message.id, "user_id": victim}
+    with app.app_context():
+        mailbox_edits.add("victims", ["victims@app.example.com"])
+    ids = {"message_id": message.id, "user_id": victim, "mailbox_name": "victims"}
     # Everything a forged form could carry, so only the missing token stops it.
     forged = {
         "action": "delete",
@@ -80,10 +85,12 @@ def test_every_post_route_refuses_a_request_without_csrf_token_and_changes_nothi
         *("auth.login", "auth.logout", "auth.password", "inbox.bulk", "inbox.reprocess"),
         *("settings.index", "settings.listener", "settings.test_message", "purge.index"),
         *("users.index", "users.delete", "users.disable", "users.role", "users.password"),
+        *("mailboxes.new", "mailboxes.edit", "mailboxes.remove"),
     }
     before = snapshot(app)
     for endpoint, rule in routes:
-        path = re.sub(r"<int:(\w+)>", lambda m: str(ids[m.group(1)]), rule)
+        # a route's other ids (a webhook delivery) need not exist: the token is checked first
+        path = re.sub(r"<(?:int:)?(\w+)>", lambda m: str(ids.get(m.group(1), 1)), rule)
         response = admin_client.post(path, data=forged)
         assert response.status_code == 400, (endpoint, response.status_code)
         assert snapshot(app) == before, f"{endpoint} changed something without a CSRF token"

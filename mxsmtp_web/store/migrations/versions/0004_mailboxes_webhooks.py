@@ -16,6 +16,19 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # A database adopted by 0001 (no alembic_version) may hold these already: keep them.
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "mailbox" not in existing:
+        _mailboxes()
+    if "message_mailbox" not in existing:
+        _message_mailboxes()
+    if "webhook_delivery" not in existing:
+        _deliveries()
+    if "webhook_secret" not in existing:
+        _secrets()
+
+
+def _mailboxes() -> None:
     op.create_table(
         "mailbox",
         sa.Column("name", sa.String(64), primary_key=True),
@@ -29,6 +42,9 @@ def upgrade() -> None:
         sa.Column("viewers", sa.Text, nullable=False, server_default=""),
         sa.Column("created_at", sa.DateTime, nullable=False),
     )
+
+
+def _message_mailboxes() -> None:
     op.create_table(
         "message_mailbox",
         sa.Column(
@@ -43,6 +59,9 @@ def upgrade() -> None:
         sa.Column("captures", sa.Text, nullable=False, server_default="{}"),
     )
     op.create_index("ix_message_mailbox_mailbox", "message_mailbox", ["mailbox", "message_id"])
+
+
+def _deliveries() -> None:
     op.create_table(
         "webhook_delivery",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -62,6 +81,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_delivery_message_id", "webhook_delivery", ["message_id"])
     op.create_index("ix_webhook_delivery_due", "webhook_delivery", ["status", "next_attempt_at"])
+
+
+def _secrets() -> None:
     op.create_table(
         "webhook_secret",
         sa.Column("id", sa.Integer, primary_key=True),
