@@ -33,7 +33,8 @@ def run(*args: str, input: str | None = None) -> tuple[int, str, bytes]:
 def test_help_lists_every_command() -> None:
     code, output, _ = run("--help")
     assert code == 0
-    for command in ("serve", "smtp", "worker", "db", "settings", "users", "messages", "purge"):
+    for command in ("serve", "smtp", "worker", "db", "settings", "users", "messages", "purge",
+                    "mailboxes", "webhooks", "ingest"):  # fmt: skip
         assert command in output
 
 
