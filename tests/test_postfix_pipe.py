@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from conftest import free_port, wait_for
+from conftest import answers, free_port, wait_for
 from mxsmtp_web.app import create_app
 from mxsmtp_web.store import settings as settings_module
 from mxsmtp_web.store import storage
@@ -181,19 +181,11 @@ def relay(pipe_instance: Path, database_url: str | None) -> Iterator[Relay]:
     assert started.returncode == 0, (base / "postfix.log").read_text(errors="replace")
     relay = Relay(base, port)
     try:
-        wait_for(lambda: _answers(port), timeout=30, what="Postfix's smtpd to listen")
+        wait_for(lambda: answers(port), timeout=30, what="Postfix's smtpd to listen")
         yield relay
     finally:
         subprocess.run([POSTFIX, "-c", str(base / "etc"), "abort"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
-            return client.noop()[0] == 250
-    except OSError:
-        return False
 
 
 def _stored(app: Flask) -> list[storage.MessageSummary]:

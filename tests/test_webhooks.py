@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from conftest import Mailbox, free_port, simple_message, wait_for
+from conftest import Mailbox, answers, free_port, simple_message, wait_for
 from mxsmtp_web.cli import main
 from mxsmtp_web.mail.parsing import parse_message
 from mxsmtp_web.smtp.listener import Listener
@@ -348,7 +348,7 @@ def test_retries_survive_a_restart_and_any_worker_sends_them(
         port = settings.load().port
     smtp = _start(instance, "smtp")
     try:
-        wait_for(lambda: _answers(port), timeout=30, what="the listener")
+        wait_for(lambda: answers(port), timeout=30, what="the listener")
         send(port, simple_message())
         receiver.wait_for_requests(1)
         smtp.send_signal(signal.SIGTERM)
@@ -370,14 +370,6 @@ def test_retries_survive_a_restart_and_any_worker_sends_them(
     assert delivered.attempts == len(receiver.requests) >= 2
 
 
-def _answers(port: int) -> bool:
-    try:
-        smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
-    except OSError:
-        return False
-    return True
-
-
 def send(port: int, raw: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         assert client.sendmail("alice@sender.example", ["bob@example.com"], raw) == {}
@@ -394,7 +386,7 @@ def test_links_point_at_the_address_serve_listens_on(
         port = settings.load().port
     serve = _start(instance, "serve", "--port", str(web_port))
     try:
-        wait_for(lambda: _answers(port), timeout=30, what="the listener")
+        wait_for(lambda: answers(port), timeout=30, what="the listener")
         raw = with_attachment()
         send(port, raw)
         [request] = receiver.wait_for_requests(1)
